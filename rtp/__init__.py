@@ -1,0 +1,1 @@
+"""Media ingest: RTP/RTCP (sans-IO wire formats, jitter buffer, sync)."""

@@ -1,0 +1,1 @@
+"""The REST API (Starlette), WCS-compatible."""

@@ -1,0 +1,1 @@
+"""SIP (RFC 3261), sans-IO except transport.py."""

@@ -1,0 +1,1 @@
+"""WebRTC egress (WHEP)."""
