@@ -1,0 +1,467 @@
+"""Gateway settings: msgspec Structs decoded from ``settings.toml`` plus env overrides.
+
+Theory of operation
+-------------------
+A settings file is parsed with :mod:`tomllib` into plain dicts, environment
+overrides (``SIPBRIDGE_<SECTION>_<KEY>``) are converted one by one to their
+field's type and laid over it, and the result is converted *strictly* into
+:class:`Settings` with :func:`msgspec.convert`. Strict conversion means a TOML
+string never silently becomes a number: a wrong type is an error, as is an
+unknown key (every Struct has ``forbid_unknown_fields=True``) or a value
+outside its ``Meta`` limits. Cross-field rules (``t2 >= t1``,
+``port_min < port_max`` ...) live in each section's ``__post_init__``, so a
+Struct built by hand in code is checked exactly like one loaded from a file.
+
+Every failure is re-raised as :class:`SettingsError` whose message names the
+source and the dotted key path, e.g. ``settings.toml: sip.t1: expected float,
+got str`` or ``settings.toml: unknown key "sip.prot"``. ``docs/settings.md`` is
+the reference for every key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+import msgspec
+
+__all__ = [
+    "ENV_PREFIX",
+    "SETTINGS_PATH_ENV",
+    "HttpSettings",
+    "LogSettings",
+    "OutboundProxy",
+    "RtpSettings",
+    "Settings",
+    "SettingsError",
+    "SipSettings",
+    "load_settings",
+    "parse_outbound_proxy",
+    "settings_from_dict",
+]
+
+ENV_PREFIX = "SIPBRIDGE_"
+# Reserved for the settings file's path (read by the CLI/service, not here);
+# it must not be mistaken for an override of a section called "settings".
+SETTINGS_PATH_ENV = "SIPBRIDGE_SETTINGS"
+_RESERVED_ENV = frozenset({SETTINGS_PATH_ENV})
+
+
+def _package_version() -> str:
+    try:
+        return version("sipbridge")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+DEFAULT_USER_AGENT = f"sipbridge/{_package_version()}"
+
+
+class SettingsError(ValueError):
+    """A settings file, dict or environment variable holds an invalid value.
+
+    ``str(err)`` is the full message; ``source`` names where the value came
+    from (a file path, ``"settings"`` for a dict, or an env variable), ``key``
+    is the dotted key path (``"sip.t1"``) when one is known and ``reason`` the
+    bare complaint.
+    """
+
+    def __init__(self, reason: str, *, source: str | None = None, key: str | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        self.key = key
+        parts = [p for p in (source, key) if p]
+        super().__init__(": ".join([*parts, reason]))
+
+
+def _field_error(key: str, reason: str) -> SettingsError:
+    # Raised from __post_init__: msgspec wraps it as "<key>: <reason> - at `$.<section>`",
+    # and _translate() joins the section and key back into one dotted path.
+    return SettingsError(reason, key=key)
+
+
+_Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+_Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=86400.0)]
+
+
+class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The REST API listener (``[http]``)."""
+
+    host: str = "127.0.0.1"
+    port: _Port = 8081
+    # Bearer token required on every REST request; None (or "") disables auth.
+    api_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise _field_error("host", "must not be empty")
+        if self.api_token == "":  # TOML has no null: an empty string means "unset"
+            self.api_token = None
+
+    def __repr__(self) -> str:
+        # Settings get logged at start-up; the token must never reach a log line.
+        token = None if self.api_token is None else "***"
+        return f"HttpSettings(host={self.host!r}, port={self.port!r}, api_token={token!r})"
+
+
+class OutboundProxy(NamedTuple):
+    """A parsed ``host[:port][;transport=udp|tcp]`` proxy address."""
+
+    host: str
+    port: int | None
+    transport: Literal["udp", "tcp"] | None
+
+
+_PROXY_RE = re.compile(
+    r"^(?:sips?:)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<params>(?:;[^;]*)*)$"
+)
+
+
+def parse_outbound_proxy(value: str) -> OutboundProxy:
+    """Parse an outbound proxy ``host[:port][;transport=udp|tcp]`` (RFC 3261 §8.1.2).
+
+    An optional ``sip:`` scheme and the ``;lr`` flag are accepted and ignored,
+    since that is how proxies are usually written in a Route header. Raises
+    :class:`ValueError` with the reason.
+    """
+    match = _PROXY_RE.match(value.strip())
+    if match is None:
+        raise ValueError(f"expected host[:port][;transport=udp|tcp], got {value!r}")
+    port: int | None = None
+    if match["port"] is not None:
+        port = int(match["port"])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port must be 1..65535, got {port}")
+    transport: Literal["udp", "tcp"] | None = None
+    for param in match["params"].split(";")[1:]:
+        name, _, param_value = param.partition("=")
+        name = name.strip().lower()
+        param_value = param_value.strip().lower()
+        if name == "lr":
+            continue
+        if name == "transport" and param_value in ("udp", "tcp"):
+            transport = "udp" if param_value == "udp" else "tcp"
+            continue
+        raise ValueError(f"unsupported parameter {param!r} (only transport=udp|tcp and lr)")
+    return OutboundProxy(match["host"], port, transport)
+
+
+class SipSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The SIP user agent (``[sip]``).
+
+    Timers are the RFC 3261 §17.1.1.1 T1/T2/T4 base values injected into the
+    transaction layer; session timers are RFC 4028 §4 Session-Expires/Min-SE.
+    """
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 5060
+    transport: Literal["udp", "tcp"] = "udp"
+    public_address: str | None = None
+    public_port: _Port | None = None
+    user_agent: str = DEFAULT_USER_AGENT
+    t1: Annotated[float, msgspec.Meta(gt=0.0, le=60.0)] = 0.5
+    t2: Annotated[float, msgspec.Meta(gt=0.0, le=600.0)] = 4.0
+    t4: Annotated[float, msgspec.Meta(gt=0.0, le=600.0)] = 5.0
+    register_expires: Annotated[int, msgspec.Meta(ge=60, le=2**32 - 1)] = 3600
+    register_refresh_margin: Annotated[float, msgspec.Meta(ge=0.05, le=0.95)] = 0.5
+    invite_timeout: _Seconds = 60.0
+    session_expires: Annotated[int, msgspec.Meta(ge=90, le=2**32 - 1)] = 1800
+    min_se: Annotated[int, msgspec.Meta(ge=90, le=2**32 - 1)] = 90
+    default_domain: str = ""
+    default_port: _Port = 5060
+    outbound_proxy: str | None = None
+    max_message_size: Annotated[int, msgspec.Meta(ge=1024, le=1048576)] = 65535
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise _field_error("host", "must not be empty")
+        # TOML has no null: an empty string means "unset".
+        if self.public_address == "":
+            self.public_address = None
+        if self.outbound_proxy == "":
+            self.outbound_proxy = None
+        if not self.user_agent or any(c in self.user_agent for c in "\r\n\0"):
+            # It is written verbatim into a header line (RFC 3261 §20.41).
+            raise _field_error("user_agent", "must be non-empty text without CR, LF or NUL")
+        if self.t2 < self.t1:
+            raise _field_error("t2", f"must be >= t1 ({self.t1}), got {self.t2}")
+        if self.session_expires < self.min_se:
+            raise _field_error(
+                "session_expires", f"must be >= min_se ({self.min_se}), got {self.session_expires}"
+            )
+        if self.outbound_proxy is not None:
+            try:
+                parse_outbound_proxy(self.outbound_proxy)
+            except ValueError as exc:
+                raise _field_error("outbound_proxy", str(exc)) from None
+
+    @property
+    def advertised_address(self) -> str:
+        """The host written into Via sent-by, Contact and SDP ``c=`` lines."""
+        return self.public_address if self.public_address is not None else self.host
+
+    def register_refresh_delay(self, granted_expires: float) -> float:
+        """Seconds after a REGISTER 2xx at which to send the refresh (RFC 3261 §10.2.4).
+
+        ``register_refresh_margin`` is the fraction of the granted expiry kept
+        in reserve: with 0.5 a 3600 s binding is refreshed after 1800 s.
+        """
+        return granted_expires * (1.0 - self.register_refresh_margin)
+
+    @property
+    def proxy(self) -> OutboundProxy | None:
+        """``outbound_proxy`` parsed, or None."""
+        return None if self.outbound_proxy is None else parse_outbound_proxy(self.outbound_proxy)
+
+
+class RtpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The UDP port range for RTP/RTCP (``[rtp]``).
+
+    Each call takes an even RTP port and the next odd one for RTCP
+    (RFC 3550 §11), so the range must hold at least one even/odd pair.
+    """
+
+    port_min: Annotated[int, msgspec.Meta(ge=1024, le=65535)] = 20000
+    port_max: Annotated[int, msgspec.Meta(ge=1024, le=65535)] = 20999
+    inactivity_timeout: Annotated[float, msgspec.Meta(ge=0.0, le=86400.0)] = 30.0
+
+    def __post_init__(self) -> None:
+        if self.port_max <= self.port_min:
+            raise _field_error(
+                "port_max", f"must be greater than port_min ({self.port_min}), got {self.port_max}"
+            )
+        if self.pair_count == 0:
+            raise _field_error(
+                "port_max",
+                f"range {self.port_min}..{self.port_max} holds no even RTP port with its RTCP port",
+            )
+
+    @property
+    def first_even_port(self) -> int:
+        """The lowest even port in the range: where RTP allocations start."""
+        return self.port_min + (self.port_min & 1)
+
+    @property
+    def pair_count(self) -> int:
+        """How many RTP/RTCP port pairs (calls) the range can hold at once."""
+        return max(0, (self.port_max - self.first_even_port + 1) // 2)
+
+
+class LogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Logging (``[log]``); applied by :func:`sipbridge.logs.configure_logging`."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json: bool = False
+    sip_trace: bool = False
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """All gateway settings; every section is optional in the file."""
+
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    sip: SipSettings = msgspec.field(default_factory=SipSettings)
+    rtp: RtpSettings = msgspec.field(default_factory=RtpSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+
+
+# --- error translation ----------------------------------------------------------------------
+
+_AT_RE = re.compile(r"^(?P<msg>.*?) - at `(?P<where>[^`]*)`(?: in `(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL)
+_POST_INIT_RE = re.compile(r"^(?P<key>[a-z_][a-z0-9_]*): (?P<reason>.*)$", re.DOTALL)
+_TYPE_WORDS = {"object": "table", "null": "none"}
+_TYPE_WORD_RE = re.compile(r"\b(?:object|null)\b")
+
+
+def _toml_word(match: re.Match[str]) -> str:
+    # msgspec speaks JSON; the user wrote TOML.
+    return _TYPE_WORDS[match[0]]
+
+
+def _unknown_key(key: str, *, source: str) -> SettingsError:
+    err = SettingsError(f'unknown key "{key}"', source=source)
+    err.key = key  # already in the message: keep it out of the "source: key:" prefix
+    return err
+
+
+def _dotted(path: str) -> str:
+    """``$.sip.t1`` -> ``sip.t1``."""
+    return path.removeprefix("$").removeprefix(".")
+
+
+def _lookup(data: Any, key: str) -> tuple[bool, Any]:
+    node = data
+    for part in key.split(".") if key else []:
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _field_type(key: str) -> Any:
+    struct: Any = Settings
+    found: Any = None
+    for part in key.split("."):
+        if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
+            return None
+        found = next((f.type for f in msgspec.structs.fields(struct) if f.name == part), None)
+        struct = found
+    return found
+
+
+def _literal_choices(tp: Any) -> tuple[Any, ...]:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+
+
+def _translate(exc: msgspec.ValidationError, data: Any, *, source: str) -> SettingsError:
+    """Turn msgspec's ``Expected `int`, got `str` - at `$.http.port``` into a SettingsError."""
+    text = str(exc)
+    match = _AT_RE.match(text)
+    msg, path = (text, "") if match is None else (match["msg"], match["path"] or match["where"])
+    key = _dotted(path)
+
+    unknown = _UNKNOWN_RE.match(msg)
+    if unknown is not None:
+        full = f"{key}.{unknown['name']}" if key else unknown["name"]
+        return _unknown_key(full, source=source)
+    if match is not None and match["path"] is not None and match["where"] == "key":
+        return SettingsError("keys must be strings", source=source, key=key or None)
+
+    post_init = _POST_INIT_RE.match(msg)
+    if post_init is not None and _field_type(f"{key}.{post_init['key']}") is not None:
+        full = f"{key}.{post_init['key']}" if key else post_init["key"]
+        return SettingsError(post_init["reason"], source=source, key=full)
+
+    if msg.startswith("Invalid enum value"):
+        choices = _literal_choices(_field_type(key)) if key else ()
+        if choices:
+            found, value = _lookup(data, key)
+            got = f", got {value!r}" if found else ""
+            allowed = ", ".join(repr(c) for c in choices)
+            return SettingsError(f"expected one of {allowed}{got}", source=source, key=key)
+
+    reason = re.sub(r"`([^`]*)`", lambda m: _TYPE_WORD_RE.sub(_toml_word, m[1]), msg)
+    reason = reason[:1].lower() + reason[1:]
+    if "got" not in reason:
+        found, value = _lookup(data, key)
+        if found:
+            reason = f"{reason}, got {value!r}"
+    return SettingsError(reason, source=source, key=key or None)
+
+
+def _plain(data: Any) -> Any:
+    # msgspec.convert reads non-dict Mappings as objects with attributes; make them dicts.
+    if isinstance(data, Mapping):
+        return {k: _plain(v) for k, v in data.items()}
+    return data
+
+
+def _convert(data: Any, *, source: str, env_keys: Mapping[str, str] | None = None) -> Settings:
+    try:
+        return msgspec.convert(data, type=Settings, strict=True)
+    except msgspec.ValidationError as exc:
+        err = _translate(exc, data, source=source)
+    if env_keys and err.key is not None and err.key in env_keys:
+        # The bad value came from the environment, not from the file: say so.
+        err = SettingsError(
+            f"{err.reason} (set by {env_keys[err.key]})", source=err.source, key=err.key
+        )
+    raise err
+
+
+def settings_from_dict(data: Mapping[str, Any]) -> Settings:
+    """Build :class:`Settings` from a dict shaped like ``settings.toml``.
+
+    Raises :class:`SettingsError` naming the key path of the first bad value.
+    """
+    return _convert(_plain(data), source="settings")
+
+
+# --- environment overrides -------------------------------------------------------------------
+
+
+def _struct_fields(tp: Any) -> dict[str, Any]:
+    return {f.name: f.type for f in msgspec.structs.fields(tp)}
+
+
+def _accepts_none(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def _env_value(var: str, raw: str, key: str, tp: Any) -> Any:
+    """Convert one env string to its field's type (lax: ``"9000"`` -> 9000, ``"true"`` -> True)."""
+    if raw == "" and _accepts_none(tp):
+        return None
+    try:
+        return msgspec.convert(raw, type=tp, strict=False)
+    except msgspec.ValidationError as exc:
+        err = _translate(exc, {}, source=var)
+        choices = _literal_choices(tp)
+        reason = f"expected one of {', '.join(map(repr, choices))}" if choices else err.reason
+        reason = re.sub(r", got .*$", "", reason, flags=re.DOTALL)
+        raise SettingsError(f"{reason}, got {raw!r}", source=var, key=key) from None
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """``{"http.port": ("SIPBRIDGE_HTTP_PORT", 9000)}`` for every SIPBRIDGE_ variable."""
+    sections = _struct_fields(Settings)
+    overrides: dict[str, tuple[str, Any]] = {}
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in _RESERVED_ENV:
+            continue
+        section, _, name = var[len(ENV_PREFIX) :].lower().partition("_")
+        if section not in sections:
+            raise SettingsError(f'unknown section "{section}"', source=var)
+        if not name:
+            raise SettingsError(f"expected {ENV_PREFIX}<SECTION>_<KEY>", source=var)
+        fields = _struct_fields(sections[section])
+        key = f"{section}.{name}"
+        if name not in fields:
+            raise _unknown_key(key, source=var)
+        overrides[key] = (var, _env_value(var, env[var], key, fields[name]))
+    return overrides
+
+
+def load_settings(
+    path: str | Path | None = None, *, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings from a TOML file (or defaults when ``path`` is None) plus env overrides.
+
+    ``env`` defaults to :data:`os.environ`; every ``SIPBRIDGE_<SECTION>_<KEY>``
+    variable overrides that key (``SIPBRIDGE_HTTP_PORT=9000``), an empty value
+    unsets an optional key, and an unknown one is an error naming the variable.
+    """
+    data: dict[str, Any] = {}
+    source = "settings"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise SettingsError(f"settings file not found: {source}") from None
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot read settings file: {exc.strerror}", source=source
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"TOML syntax error: {exc}", source=source) from None
+        except UnicodeDecodeError as exc:
+            raise SettingsError(f"not UTF-8 text: {exc.reason}", source=source) from None
+
+    overrides = _env_overrides(os.environ if env is None else env)
+    for key, (_var, value) in overrides.items():
+        section, name = key.split(".", 1)
+        table = data.setdefault(section, {})
+        if isinstance(table, dict):  # otherwise conversion reports the bad section
+            table[name] = value
+    return _convert(data, source=source, env_keys={k: v[0] for k, v in overrides.items()})

@@ -1,0 +1,424 @@
+"""Tests for sipbridge.settings: defaults, the repo's settings.toml, errors, env overrides."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipbridge.settings import (
+    DEFAULT_USER_AGENT,
+    HttpSettings,
+    LogSettings,
+    OutboundProxy,
+    RtpSettings,
+    Settings,
+    SettingsError,
+    SipSettings,
+    load_settings,
+    parse_outbound_proxy,
+    settings_from_dict,
+)
+
+REPO_SETTINGS = Path(__file__).resolve().parents[1] / "settings.toml"
+
+
+def _error(data: dict[str, Any]) -> SettingsError:
+    with pytest.raises(SettingsError) as info:
+        settings_from_dict(data)
+    return info.value
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def test_defaults_without_file() -> None:
+    s = load_settings(env={})
+    assert s == Settings()
+    assert (s.http.host, s.http.port, s.http.api_token) == ("127.0.0.1", 8081, None)
+    assert (s.sip.host, s.sip.port, s.sip.transport) == ("127.0.0.1", 5060, "udp")
+    assert (s.sip.t1, s.sip.t2, s.sip.t4) == (0.5, 4.0, 5.0)
+    assert (s.sip.session_expires, s.sip.min_se) == (1800, 90)
+    assert s.sip.user_agent == DEFAULT_USER_AGENT
+    assert s.sip.user_agent.startswith("sipbridge/")
+    assert (s.rtp.port_min, s.rtp.port_max, s.rtp.inactivity_timeout) == (20000, 20999, 30.0)
+    assert s.log == LogSettings(level="INFO", json=False, sip_trace=False)
+
+
+def test_empty_dict_is_defaults() -> None:
+    assert settings_from_dict({}) == Settings()
+    assert settings_from_dict({"sip": {}}) == Settings()
+
+
+def test_repo_settings_toml_equals_defaults() -> None:
+    assert REPO_SETTINGS.is_file()
+    assert load_settings(REPO_SETTINGS, env={}) == Settings()
+
+
+def test_repo_settings_toml_mentions_every_key() -> None:
+    # "Every key present with a comment": unset-by-default keys appear commented out.
+    text = REPO_SETTINGS.read_text()
+    for section in (HttpSettings, SipSettings, RtpSettings, LogSettings):
+        for field in msgspec.structs.fields(section):
+            assert f"{field.name} = " in text, field.name
+
+
+def test_docs_mention_every_key_and_env_name() -> None:
+    docs = (REPO_SETTINGS.parent / "docs" / "settings.md").read_text()
+    for name, section in (
+        ("http", HttpSettings),
+        ("sip", SipSettings),
+        ("rtp", RtpSettings),
+        ("log", LogSettings),
+    ):
+        for field in msgspec.structs.fields(section):
+            assert f"`{field.name}`" in docs, field.name
+            assert f"SIPBRIDGE_{name.upper()}_{field.name.upper()}" in docs, field.name
+
+
+def test_file_values_are_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[http]\nport = 9000\napi_token = "tok"\n'
+        '[sip]\ntransport = "tcp"\npublic_address = "203.0.113.7"\npublic_port = 5070\nt1 = 1\n'
+        "[rtp]\nport_min = 30000\nport_max = 30001\n"
+        '[log]\nlevel = "DEBUG"\njson = true\n'
+    )
+    s = load_settings(path, env={})
+    assert s.http.port == 9000
+    assert s.http.api_token == "tok"
+    assert s.sip.transport == "tcp"
+    assert s.sip.advertised_address == "203.0.113.7"
+    assert s.sip.public_port == 5070
+    assert s.sip.t1 == 1.0
+    assert isinstance(s.sip.t1, float)
+    assert s.rtp.pair_count == 1
+    assert (s.log.level, s.log.json) == ("DEBUG", True)
+
+
+def test_empty_string_unsets_optional_strings() -> None:
+    s = settings_from_dict(
+        {"http": {"api_token": ""}, "sip": {"public_address": "", "outbound_proxy": ""}}
+    )
+    assert s.http.api_token is None
+    assert s.sip.public_address is None
+    assert s.sip.outbound_proxy is None
+    assert s.sip.advertised_address == "127.0.0.1"
+
+
+def test_api_token_not_in_repr() -> None:
+    s = settings_from_dict({"http": {"api_token": "s3cret-token"}})
+    assert "s3cret-token" not in repr(s)
+    assert "s3cret-token" not in repr(s.http)
+    assert "api_token='***'" in repr(s.http)
+
+
+# --- errors name their key --------------------------------------------------------------------
+
+
+def test_wrong_type_names_key() -> None:
+    err = _error({"sip": {"t1": "fast"}})
+    assert str(err) == "settings: sip.t1: expected float, got str"
+    assert err.key == "sip.t1"
+
+
+def test_wrong_type_in_file_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('[http]\nport = "8081"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, env={})
+    assert str(info.value) == f"{path}: http.port: expected int, got str"
+    assert info.value.source == str(path)
+
+
+def test_unknown_key() -> None:
+    err = _error({"sip": {"prot": 5060}})
+    assert str(err) == 'settings: unknown key "sip.prot"'
+    assert err.key == "sip.prot"
+
+
+def test_unknown_section() -> None:
+    assert str(_error({"media": {}})) == 'settings: unknown key "media"'
+
+
+def test_section_not_a_table() -> None:
+    assert str(_error({"sip": 5})) == "settings: sip: expected table, got int"
+
+
+def test_out_of_range() -> None:
+    err = _error({"http": {"port": 70000}})
+    assert str(err) == "settings: http.port: expected int <= 65535, got 70000"
+    assert err.key == "http.port"
+    assert _error({"sip": {"t1": 0}}).key == "sip.t1"
+    assert _error({"sip": {"min_se": 30}}).key == "sip.min_se"
+    assert _error({"sip": {"register_expires": 10}}).key == "sip.register_expires"
+    assert _error({"rtp": {"port_min": 80}}).key == "rtp.port_min"
+    assert _error({"rtp": {"inactivity_timeout": -1.0}}).key == "rtp.inactivity_timeout"
+
+
+def test_nan_and_inf_rejected() -> None:
+    assert _error({"sip": {"t1": float("nan")}}).key == "sip.t1"
+    assert _error({"sip": {"invite_timeout": float("inf")}}).key == "sip.invite_timeout"
+
+
+def test_bad_literal_lists_choices() -> None:
+    err = _error({"sip": {"transport": "tls"}})
+    assert str(err) == "settings: sip.transport: expected one of 'udp', 'tcp', got 'tls'"
+    assert _error({"log": {"level": "info"}}).key == "log.level"
+
+
+def test_optional_int_wrong_type() -> None:
+    err = _error({"sip": {"public_port": 1.5}})
+    assert str(err) == "settings: sip.public_port: expected int | none, got float"
+
+
+def test_t2_below_t1() -> None:
+    err = _error({"sip": {"t1": 1.0, "t2": 0.5}})
+    assert str(err) == "settings: sip.t2: must be >= t1 (1.0), got 0.5"
+    assert err.key == "sip.t2"
+
+
+def test_session_expires_below_min_se() -> None:
+    err = _error({"sip": {"session_expires": 100, "min_se": 200}})
+    assert err.key == "sip.session_expires"
+    assert err.reason == "must be >= min_se (200), got 100"
+
+
+def test_port_min_not_below_port_max() -> None:
+    err = _error({"rtp": {"port_min": 30000, "port_max": 30000}})
+    assert str(err) == "settings: rtp.port_max: must be greater than port_min (30000), got 30000"
+    assert _error({"rtp": {"port_min": 30000, "port_max": 29000}}).key == "rtp.port_max"
+
+
+def test_port_range_without_an_even_odd_pair() -> None:
+    err = _error({"rtp": {"port_min": 30001, "port_max": 30002}})
+    assert err.key == "rtp.port_max"
+    assert "no even RTP port" in err.reason
+
+
+def test_bad_user_agent_and_proxy() -> None:
+    assert _error({"sip": {"user_agent": "x\r\nVia: evil"}}).key == "sip.user_agent"
+    assert _error({"sip": {"user_agent": ""}}).key == "sip.user_agent"
+    err = _error({"sip": {"outbound_proxy": "proxy;transport=sctp"}})
+    assert err.key == "sip.outbound_proxy"
+    assert "unsupported parameter" in err.reason
+
+
+def test_non_string_keys() -> None:
+    assert str(_error({"sip": {1: 2}})) == "settings: sip: keys must be strings"
+
+
+def test_cross_field_rules_apply_to_hand_built_structs() -> None:
+    with pytest.raises(SettingsError, match=r"^t2: must be >= t1"):
+        SipSettings(t1=2.0, t2=1.0)
+    with pytest.raises(SettingsError, match=r"^port_max: must be greater than port_min"):
+        RtpSettings(port_min=21000, port_max=20000)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, env={})
+    assert str(info.value) == f"settings file not found: {path}"
+
+
+def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[sip]\nt1 = 0.5\nt2 4\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, env={})
+    assert str(info.value).startswith(f"{path}: TOML syntax error: ")
+    assert "line 3" in str(info.value)
+
+
+def test_directory_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read settings file"):
+        load_settings(tmp_path, env={})
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[sip]\nuser_agent = "caf\xe9"\n')
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        load_settings(path, env={})
+
+
+# --- environment overrides --------------------------------------------------------------------
+
+
+def test_env_overrides_convert_types() -> None:
+    s = load_settings(
+        env={
+            "SIPBRIDGE_HTTP_PORT": "9000",
+            "SIPBRIDGE_SIP_PUBLIC_ADDRESS": "203.0.113.7",
+            "SIPBRIDGE_SIP_PUBLIC_PORT": "5070",
+            "SIPBRIDGE_SIP_T1": "0.25",
+            "SIPBRIDGE_SIP_TRANSPORT": "tcp",
+            "SIPBRIDGE_LOG_JSON": "true",
+            "SIPBRIDGE_LOG_SIP_TRACE": "1",
+            "SIPBRIDGE_RTP_INACTIVITY_TIMEOUT": "0",
+            "PATH": "/usr/bin",  # no prefix: ignored
+            "SIPBRIDGE_SETTINGS": "/etc/sipbridge.toml",  # reserved: ignored
+        }
+    )
+    assert s.http.port == 9000
+    assert s.sip.public_address == "203.0.113.7"
+    assert s.sip.public_port == 5070
+    assert s.sip.t1 == 0.25
+    assert s.sip.transport == "tcp"
+    assert s.log.json is True
+    assert s.log.sip_trace is True
+    assert s.rtp.inactivity_timeout == 0.0
+
+
+def test_env_overrides_win_over_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[http]\nport = 9000\napi_token = "tok"\n[sip]\nport = 5080\n')
+    s = load_settings(path, env={"SIPBRIDGE_HTTP_PORT": "9100", "SIPBRIDGE_HTTP_API_TOKEN": ""})
+    assert s.http.port == 9100
+    assert s.http.api_token is None  # "" unsets an optional key
+    assert s.sip.port == 5080
+
+
+def test_env_empty_string_for_required_string_stays_string() -> None:
+    s = load_settings(env={"SIPBRIDGE_SIP_DEFAULT_DOMAIN": ""})
+    assert s.sip.default_domain == ""
+
+
+def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIPBRIDGE_RTP_PORT_MAX", "20099")
+    assert load_settings().rtp.port_max == 20099
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SIPBRIDGE_HTTP_PORT": "abc"}, "SIPBRIDGE_HTTP_PORT: http.port: expected int, got 'abc'"),
+        (
+            {"SIPBRIDGE_HTTP_PORT": "0"},
+            "SIPBRIDGE_HTTP_PORT: http.port: expected int >= 1, got '0'",
+        ),
+        (
+            {"SIPBRIDGE_SIP_TRANSPORT": "tls"},
+            "SIPBRIDGE_SIP_TRANSPORT: sip.transport: expected one of 'udp', 'tcp', got 'tls'",
+        ),
+        (
+            {"SIPBRIDGE_LOG_JSON": "maybe"},
+            "SIPBRIDGE_LOG_JSON: log.json: expected bool, got 'maybe'",
+        ),
+        (
+            {"SIPBRIDGE_SIP_PUBLIC_PORT": "x"},
+            "SIPBRIDGE_SIP_PUBLIC_PORT: sip.public_port: expected int | none, got 'x'",
+        ),
+        ({"SIPBRIDGE_SIP_PROT": "1"}, 'SIPBRIDGE_SIP_PROT: unknown key "sip.prot"'),
+        ({"SIPBRIDGE_MEDIA_PORT": "1"}, 'SIPBRIDGE_MEDIA_PORT: unknown section "media"'),
+        ({"SIPBRIDGE_SIP": "1"}, "SIPBRIDGE_SIP: expected SIPBRIDGE_<SECTION>_<KEY>"),
+        (
+            {"SIPBRIDGE_SIP_T2": "0.1"},
+            "settings: sip.t2: must be >= t1 (0.5), got 0.1 (set by SIPBRIDGE_SIP_T2)",
+        ),
+    ],
+)
+def test_bad_env_var_is_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env=env)
+    assert str(info.value) == message
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def test_register_refresh_delay() -> None:
+    assert SipSettings().register_refresh_delay(3600) == 1800.0
+    assert SipSettings(register_refresh_margin=0.25).register_refresh_delay(600) == 450.0
+
+
+def test_rtp_pair_count() -> None:
+    assert RtpSettings().pair_count == 500
+    assert RtpSettings().first_even_port == 20000
+    odd = RtpSettings(port_min=20001, port_max=20010)
+    assert (odd.first_even_port, odd.pair_count) == (20002, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("proxy.example.com", OutboundProxy("proxy.example.com", None, None)),
+        ("10.0.0.1:5080", OutboundProxy("10.0.0.1", 5080, None)),
+        ("proxy:5061;transport=TCP", OutboundProxy("proxy", 5061, "tcp")),
+        ("sip:proxy.example.com;lr", OutboundProxy("proxy.example.com", None, None)),
+        ("[2001:db8::1]:5060;transport=udp", OutboundProxy("[2001:db8::1]", 5060, "udp")),
+    ],
+)
+def test_parse_outbound_proxy(text: str, expected: OutboundProxy) -> None:
+    assert parse_outbound_proxy(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "a b", "proxy:0", "proxy:70000", "proxy;maddr=x", "p:x"])
+def test_parse_outbound_proxy_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_outbound_proxy(text)
+
+
+def test_settings_proxy_property() -> None:
+    s = settings_from_dict({"sip": {"outbound_proxy": "proxy:5070;transport=tcp"}})
+    assert s.sip.proxy == OutboundProxy("proxy", 5070, "tcp")
+    assert Settings().sip.proxy is None
+
+
+# --- property: anything in, SettingsError or Settings out ------------------------------------
+
+_KEYS = sorted(
+    {
+        f.name
+        for s in (HttpSettings, SipSettings, RtpSettings, LogSettings)
+        for f in msgspec.structs.fields(s)
+    }
+    | {"http", "sip", "rtp", "log", "prot"}
+)
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["udp", "tcp", "INFO", "DEBUG", "proxy:5060;transport=tcp", ""]),
+    st.datetimes(),
+    st.dates(),
+    st.just(datetime.time(1, 2)),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(_KEYS) | st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+_sections = st.dictionaries(
+    st.sampled_from(_KEYS) | st.text(max_size=5) | st.integers(), _values, max_size=6
+)
+_documents = st.dictionaries(
+    st.sampled_from(["http", "sip", "rtp", "log", "other"]), _sections | _values, max_size=4
+)
+
+
+@settings(max_examples=400)
+@given(_documents)
+def test_random_dicts_raise_only_settings_error(data: dict[str, Any]) -> None:
+    try:
+        result = settings_from_dict(data)
+    except SettingsError as err:
+        assert str(err).startswith("settings")
+        assert err.reason
+    else:
+        assert isinstance(result, Settings)
+        assert result.sip.t2 >= result.sip.t1
+        assert result.rtp.port_min < result.rtp.port_max
+        assert result.sip.session_expires >= result.sip.min_se
