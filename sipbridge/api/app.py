@@ -1,0 +1,78 @@
+"""The Starlette application of the REST API.
+
+:func:`create_app` mounts each route module under ``/rest-api`` (WCS's prefix;
+clients build ``restUrl + "/call/startup"``). Route modules stay small and sit
+side by side: ``calls.py`` now; ``/push/*``, ``/stream/*``, ``/recorder/*``,
+WHEP and pages join them later. The application owns no resources: the
+gateway's lifetime belongs to whoever created it (the service's lifespan).
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from sipbridge.api.auth import BearerAuthMiddleware
+from sipbridge.api.calls import CallRoutes
+from sipbridge.api.endpoint import DEFAULT_MAX_BODY_BYTES
+from sipbridge.api.errors import (
+    INTERNAL_ERROR,
+    error_response,
+    http_exception_handler,
+    json_response,
+)
+from sipbridge.api.protocol import GatewayAPI
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/rest-api"
+
+
+async def health(request: Request) -> Response:
+    """``GET /rest-api/health``: ``{"status": "ok"}`` while the app serves (readiness check)."""
+    return json_response({"status": "ok"})
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Last resort for errors outside the endpoints (e.g. in a middleware); Starlette
+    # logs the traceback and re-raises it to the server after sending this.
+    return error_response(500, INTERNAL_ERROR)
+
+
+def create_app(
+    gateway: GatewayAPI,
+    *,
+    api_token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Starlette:
+    """The REST API for ``gateway``.
+
+    ``api_token``: when set (not ``None``, not ``""``), requests under ``/rest-api``
+    (but the health check) need ``Authorization: Bearer <api_token>``.
+    ``max_body_bytes``: larger request bodies are answered 413.
+    """
+    middleware: list[Middleware] = []
+    if api_token:
+        middleware.append(Middleware(BearerAuthMiddleware, token=api_token))
+    app = Starlette(
+        routes=[
+            Mount(
+                API_PREFIX,
+                routes=[
+                    Route("/health", health, methods=["GET"]),
+                    *CallRoutes(gateway, max_body_bytes=max_body_bytes).routes(),
+                ],
+            ),
+        ],
+        middleware=middleware,
+        exception_handlers={
+            HTTPException: http_exception_handler,
+            Exception: _server_error,
+        },
+    )
+    app.state.gateway = gateway
+    return app

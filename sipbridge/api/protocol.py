@@ -1,0 +1,76 @@
+"""The gateway as the REST layer sees it.
+
+:class:`GatewayAPI` is the structural type the ``/call/*`` handlers drive.
+``sipbridge.gateway.Gateway`` implements it; the tests drive a fake. Keeping
+the REST layer on a Protocol (not the concrete class) keeps the import graph
+one-way (api -> gateway, never back) and lets the handlers be tested without
+sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
+
+__all__ = ["DTMF_METHODS", "GatewayAPI"]
+
+# The DTMF transports WCS's ``/call/send_dtmf`` names in its ``type`` field.
+DTMF_METHODS = ("RFC2833", "INFO")
+
+
+class GatewayAPI(Protocol):
+    """What ``/rest-api/call/*`` needs from the gateway.
+
+    Every method raises :mod:`sipbridge.errors` subclasses for the caller's
+    mistakes (``InvalidRequest`` 400, ``NotFound`` 404, ``Conflict`` 409,
+    ``NotSupported`` 501); anything else is a bug and becomes a logged 500.
+    """
+
+    async def start_call(self, request: CallRequest) -> CallInfo:
+        """Start an outbound call and return at once (status NEW or PENDING).
+
+        Raises ``InvalidRequest``, or ``Conflict`` for a reused ``call_id``, a stream
+        name in use, or an RTMP URL + stream already pushed.
+        """
+        ...
+
+    async def terminate_call(self, call_id: str) -> CallInfo:
+        """Hang up (BYE, or CANCEL before the answer); ``NotFound`` for an unknown id.
+
+        A call that has already ended answers its final :class:`CallInfo`.
+        """
+        ...
+
+    def find_calls(
+        self,
+        *,
+        call_id: str | None = None,
+        callee: str | None = None,
+        rtmp_url: str | None = None,
+        status: CallStatus | None = None,
+    ) -> list[CallInfo]:
+        """Calls matching every given filter (all calls when none is given)."""
+        ...
+
+    def all_calls(self) -> list[CallInfo]:
+        """Every call the gateway knows about."""
+        ...
+
+    async def hold_call(self, call_id: str) -> CallInfo:
+        """Put an ESTABLISHED call on hold (re-INVITE sendonly, RFC 3264 §8.4).
+
+        ``NotFound`` for an unknown id, ``Conflict`` when the call is not ESTABLISHED.
+        """
+        ...
+
+    async def unhold_call(self, call_id: str) -> CallInfo:
+        """Resume a held call (re-INVITE sendrecv); ``Conflict`` when it is not on HOLD."""
+        ...
+
+    async def send_dtmf(self, call_id: str, digits: str, method: str) -> CallInfo:
+        """Send DTMF ``digits`` by ``method`` (one of :data:`DTMF_METHODS`).
+
+        ``NotSupported`` when the method is not available for this call.
+        """
+        ...

@@ -1,0 +1,125 @@
+"""An in-memory :class:`~sipbridge.api.protocol.GatewayAPI` for the REST tests.
+
+It keeps calls as :class:`CallInfo` objects, records what it was asked, and
+follows the contract's rules (409 on a reused callId or stream name, 404 on an
+unknown id, hold only when ESTABLISHED, ...). ``fail_with`` makes the next
+call of any method raise the given exception, to test the error mapping.
+"""
+
+from __future__ import annotations
+
+from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
+from sipbridge.errors import Conflict, NotFound, NotSupported
+
+
+class FakeGateway:
+    """Structurally a ``GatewayAPI``; no SIP, no media."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CallInfo] = {}
+        self.requests: list[CallRequest] = []
+        self.dtmf_sent: list[tuple[str, str, str]] = []
+        self.find_filters: list[dict[str, object]] = []
+        self.fail_with: BaseException | None = None
+
+    def _maybe_fail(self) -> None:
+        if self.fail_with is not None:
+            exc, self.fail_with = self.fail_with, None
+            raise exc
+
+    def _get(self, call_id: str) -> CallInfo:
+        try:
+            return self.calls[call_id]
+        except KeyError:
+            raise NotFound(f"no call with callId {call_id!r}", field="callId") from None
+
+    def add_call(self, call_id: str, status: CallStatus, **fields: object) -> CallInfo:
+        """Put a call straight into a state (tests set the scene with it)."""
+        info = CallInfo(callId=call_id, callee="bob", caller="alice", status=status)
+        for name, value in fields.items():
+            setattr(info, name, value)
+        self.calls[call_id] = info
+        return info
+
+    async def start_call(self, request: CallRequest) -> CallInfo:
+        self._maybe_fail()
+        if request.call_id in self.calls:
+            raise Conflict(f"callId {request.call_id!r} is already in use", field="callId")
+        if request.to_stream is not None and any(
+            call.streamName == request.to_stream and not call.status.is_final
+            for call in self.calls.values()
+        ):
+            raise Conflict(f"stream {request.to_stream!r} is already in use", field="toStream")
+        self.requests.append(request)
+        info = CallInfo(
+            callId=request.call_id,
+            callee=request.callee,
+            caller=request.sip_login,
+            status=CallStatus.PENDING,
+            streamName=request.to_stream,
+            rtmpUrl=request.rtmp_url,
+            rtmpStream=request.rtmp_stream,
+            hasAudio=request.has_audio,
+            hasVideo=request.has_video,
+            appKey=request.app_key,
+            visibleName=request.visible_name,
+        )
+        self.calls[request.call_id] = info
+        return info
+
+    async def terminate_call(self, call_id: str) -> CallInfo:
+        self._maybe_fail()
+        info = self._get(call_id)
+        if not info.status.is_final:  # an ended call answers its final state
+            info.status = CallStatus.FINISH
+            info.info = "Normal call clearing"
+        return info
+
+    def find_calls(
+        self,
+        *,
+        call_id: str | None = None,
+        callee: str | None = None,
+        rtmp_url: str | None = None,
+        status: CallStatus | None = None,
+    ) -> list[CallInfo]:
+        self._maybe_fail()
+        self.find_filters.append(
+            {"call_id": call_id, "callee": callee, "rtmp_url": rtmp_url, "status": status}
+        )
+        return [
+            call
+            for call in self.calls.values()
+            if (call_id is None or call.callId == call_id)
+            and (callee is None or call.callee == callee)
+            and (rtmp_url is None or call.rtmpUrl == rtmp_url)
+            and (status is None or call.status == status)
+        ]
+
+    def all_calls(self) -> list[CallInfo]:
+        self._maybe_fail()
+        return list(self.calls.values())
+
+    async def hold_call(self, call_id: str) -> CallInfo:
+        self._maybe_fail()
+        info = self._get(call_id)
+        if info.status != CallStatus.ESTABLISHED:
+            raise Conflict(f"call {call_id!r} is {info.status.value}, not ESTABLISHED")
+        info.status = CallStatus.HOLD
+        return info
+
+    async def unhold_call(self, call_id: str) -> CallInfo:
+        self._maybe_fail()
+        info = self._get(call_id)
+        if info.status != CallStatus.HOLD:
+            raise Conflict(f"call {call_id!r} is {info.status.value}, not HOLD")
+        info.status = CallStatus.ESTABLISHED
+        return info
+
+    async def send_dtmf(self, call_id: str, digits: str, method: str) -> CallInfo:
+        self._maybe_fail()
+        info = self._get(call_id)
+        if method == "RFC2833":
+            raise NotSupported("DTMF by RFC2833 is not supported yet", field="type")
+        self.dtmf_sent.append((call_id, digits, method))
+        return info
