@@ -1,0 +1,154 @@
+"""A call as the gateway keeps it: one SIP dialog, its RTP ports, its stream name.
+
+:class:`Call` holds what is reported about a call (:class:`CallInfo`) and lets
+asyncio code wait for its state changes; the SIP work is done by the sans-IO
+:class:`~sipbridge.sip.invite.OutboundCall` and, when the request asks for it,
+a :class:`~sipbridge.sip.registration.Registration`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
+from sipbridge.ports import PortPair
+from sipbridge.sip.invite import DtmfReceived, MediaUpdated, OutboundCall, StatusChanged
+from sipbridge.sip.registration import Registration, RegistrationState
+from sipbridge.sip.sdp import NegotiatedSession
+
+__all__ = ["Call", "StatusRecord"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """One entry of a call's status history."""
+
+    status: CallStatus
+    sip_status: int | None
+    info: str | None
+    at: float
+
+
+class Call:
+    """One outbound call placed by the gateway."""
+
+    def __init__(self, request: CallRequest, *, caller: str, stream_name: str | None) -> None:
+        self.request = request
+        self.call_id = request.call_id
+        self.caller = caller
+        self.stream_name = stream_name
+        self.status = CallStatus.NEW
+        self.sip_status: int | None = None
+        self.info: str | None = None
+        self.flow: OutboundCall | None = None
+        self.registration: Registration | None = None
+        self.ports: dict[str, PortPair] = {}
+        self.negotiated: NegotiatedSession | None = None
+        self.dtmf_received: list[str] = []
+        self.history: list[StatusRecord] = [StatusRecord(self.status, None, None, time.time())]
+        self.task: asyncio.Task[None] | None = None
+        self.ended_at: float | None = None
+        self._changed = asyncio.Event()
+        self.registration_settled = asyncio.Event()
+
+    # -- reporting -------------------------------------------------------------
+    def snapshot(self) -> CallInfo:
+        """The call as ``/call/find`` reports it (WCS field names, no password)."""
+        req = self.request
+        return CallInfo(
+            callId=self.call_id,
+            callee=req.callee,
+            caller=self.caller,
+            status=self.status,
+            sipStatus=self.sip_status,
+            info=self.info,
+            streamName=self.stream_name,
+            rtmpUrl=req.rtmp_url,
+            rtmpStream=req.rtmp_stream,
+            hasAudio=req.has_audio,
+            hasVideo=req.has_video,
+            appKey=req.app_key,
+            visibleName=req.visible_name,
+            incoming=False,
+        )
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+    # -- state changes -----------------------------------------------------------
+    def set_status(
+        self, status: CallStatus, sip_status: int | None = None, info: str | None = None
+    ) -> None:
+        """Record a new status (a final status is never left)."""
+        if self.status.is_final:
+            return
+        if sip_status is not None:
+            self.sip_status = sip_status
+        if status is self.status and info == self.info:
+            return
+        self.status = status
+        self.info = info
+        self.history.append(StatusRecord(status, self.sip_status, info, time.time()))
+        if status.is_final:
+            self.ended_at = time.monotonic()
+        log.info(
+            "call %s: %s%s%s",
+            self.call_id,
+            status.value,
+            f" {self.sip_status}" if self.sip_status is not None else "",
+            f" ({info})" if info else "",
+            extra={"callId": self.call_id, "status": status.value},
+        )
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def drain(self) -> None:
+        """Take the events of the SIP flows into this call's state."""
+        registration = self.registration
+        if registration is not None:
+            while (reg_event := registration.next_event()) is not None:
+                if reg_event.state in (
+                    RegistrationState.REGISTERED,
+                    RegistrationState.FAILED,
+                    RegistrationState.UNREGISTERED,
+                ):
+                    self.registration_settled.set()
+        flow = self.flow
+        if flow is None:
+            return
+        while (event := flow.next_event()) is not None:
+            if isinstance(event, StatusChanged):
+                self.set_status(event.status, event.sip_status, event.info)
+            elif isinstance(event, MediaUpdated):
+                self.negotiated = event.negotiated
+            elif isinstance(event, DtmfReceived):
+                self.dtmf_received.append(event.digit)
+
+    async def wait_for(
+        self, statuses: Iterable[CallStatus], timeout: float | None = None
+    ) -> CallStatus:
+        """Wait until the call is in one of ``statuses`` (or final); return its status."""
+        wanted = set(statuses)
+
+        async def waiter() -> CallStatus:
+            while self.status not in wanted and not self.status.is_final:
+                await self._changed.wait()
+            return self.status
+
+        return await asyncio.wait_for(waiter(), timeout)
+
+    async def established(self, timeout: float | None = None) -> bool:
+        """Wait for the answer; True when ESTABLISHED, False when the call ended first."""
+        status = await self.wait_for({CallStatus.ESTABLISHED}, timeout)
+        return status is CallStatus.ESTABLISHED
+
+    async def ended(self, timeout: float | None = None) -> CallStatus:
+        """Wait until the call has ended; return its final status."""
+        return await self.wait_for(set(), timeout)

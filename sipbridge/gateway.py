@@ -1,0 +1,365 @@
+"""The gateway: the one object the REST API, the CLI and library users drive.
+
+``async with Gateway(settings) as gw:`` starts the SIP endpoint; ``start_call``
+places an outbound call and answers at once while the call proceeds in its
+own task: resolve the SIP server, reserve RTP ports, REGISTER when asked, then
+INVITE. ``find_calls``/``all_calls`` report calls with the WCS vocabulary;
+finished calls stay visible for ``finished_call_retention`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+from types import TracebackType
+
+from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
+from sipbridge.calls import Call
+from sipbridge.errors import Conflict, InvalidRequest, NotFound, NotSupported
+from sipbridge.logs import register_secret
+from sipbridge.ports import PortRangeExhausted, RtpPortAllocator
+from sipbridge.settings import Settings, parse_outbound_proxy
+from sipbridge.signaling import SipEndpoint
+from sipbridge.sip.account import SipAccount
+from sipbridge.sip.address import SipParseError, Target, format_host
+from sipbridge.sip.invite import CallTimers, OutboundCall, callee_uri
+from sipbridge.sip.registration import Registration, RegistrationState
+from sipbridge.sip.sdp import MediaOfferConfig
+from sipbridge.sip.ua import UserAgent
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+_DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
+
+
+class Gateway:
+    """SIP calls in, named live streams out (see ARCHITECTURE.md)."""
+
+    #: How long a finished call stays visible to ``find``.
+    finished_call_retention = 300.0
+    #: How long to wait for a REGISTER (and the un-REGISTER at the end).
+    register_timeout = 32.0
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._calls: dict[str, Call] = {}
+        self._endpoint = SipEndpoint(self.settings.sip, on_activity=self._dispatch)
+        rtp = self.settings.rtp
+        self._ports = RtpPortAllocator(self._media_bind_host(), rtp.port_min, rtp.port_max)
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self._endpoint.start()
+        self._endpoint.set_trace(self.settings.log.sip_trace)
+        self._started = True
+
+    async def stop(self, *, timeout: float = 5.0) -> None:
+        """Hang up every call (BYE/CANCEL), wait for them up to ``timeout``, close sockets."""
+        if not self._started:
+            return
+        active = [c for c in self._calls.values() if not c.is_final]
+        for call in active:
+            with contextlib.suppress(Exception):
+                await self.terminate_call(call.call_id)
+        if active:
+            await asyncio.wait([asyncio.ensure_future(c.ended()) for c in active], timeout=timeout)
+        tasks = [c.task for c in self._calls.values() if c.task is not None and not c.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        await self._endpoint.stop()
+        self._started = False
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def sip_port(self) -> int:
+        return self._endpoint.local_port
+
+    # -- calls -----------------------------------------------------------------------
+    async def start_call(self, request: CallRequest) -> CallInfo:
+        """Place an outbound call; returns at once, the call proceeds (``/call/startup``)."""
+        call = self.place_call(request)
+        return call.snapshot()
+
+    def place_call(self, request: CallRequest) -> Call:
+        """Like :meth:`start_call` but returns the live :class:`Call` (library use)."""
+        if not self._started:
+            raise NotSupported("the gateway is not started")
+        self._forget_old_calls()
+        self._validate(request)
+        existing = self._calls.get(request.call_id)
+        if existing is not None and not existing.is_final:
+            raise Conflict(f"callId {request.call_id!r} is in use", field="callId")
+        stream = request.to_stream or request.call_id
+        for other in self._calls.values():
+            if not other.is_final and other.stream_name == stream:
+                raise Conflict(f"stream name {stream!r} is in use", field="toStream")
+        if request.sip_password:
+            register_secret(request.sip_password)
+        domain = request.sip_domain or self.settings.sip.default_domain
+        call = Call(request, caller=f"{request.sip_login}@{domain}", stream_name=stream)
+        self._calls[request.call_id] = call
+        call.task = asyncio.create_task(self._run_call(call), name=f"call-{request.call_id}")
+        return call
+
+    async def terminate_call(self, call_id: str) -> CallInfo:
+        """Hang up (``/call/terminate``); a finished call is reported as it is."""
+        call = self._get(call_id)
+        if call.is_final:
+            return call.snapshot()
+        if call.flow is not None and not call.flow.ended:
+            flow = call.flow
+            self._endpoint.act(flow.terminate)
+        else:
+            call.set_status(CallStatus.FINISH, None, "Normal call clearing")
+            if call.task is not None:
+                call.task.cancel()
+        return call.snapshot()
+
+    def find_calls(
+        self,
+        *,
+        call_id: str | None = None,
+        callee: str | None = None,
+        rtmp_url: str | None = None,
+        status: CallStatus | None = None,
+    ) -> list[CallInfo]:
+        """Calls matching every given filter (``/call/find``)."""
+        self._forget_old_calls()
+        found = []
+        for call in self._calls.values():
+            info = call.snapshot()
+            if call_id is not None and info.callId != call_id:
+                continue
+            if callee is not None and info.callee != callee:
+                continue
+            if rtmp_url is not None and info.rtmpUrl != rtmp_url:
+                continue
+            if status is not None and info.status is not status:
+                continue
+            found.append(info)
+        return found
+
+    def all_calls(self) -> list[CallInfo]:
+        self._forget_old_calls()
+        return [c.snapshot() for c in self._calls.values()]
+
+    def get_call(self, call_id: str) -> Call:
+        """The live :class:`Call` (library use); raises :class:`NotFound`."""
+        return self._get(call_id)
+
+    async def hold_call(self, call_id: str) -> CallInfo:
+        call = self._get(call_id)
+        if call.status is not CallStatus.ESTABLISHED or call.flow is None:
+            raise Conflict(f"call is {call.status.value}, not ESTABLISHED", field="callId")
+        flow = call.flow
+        self._endpoint.act(flow.hold)
+        return call.snapshot()
+
+    async def unhold_call(self, call_id: str) -> CallInfo:
+        call = self._get(call_id)
+        if call.status is not CallStatus.HOLD or call.flow is None:
+            raise Conflict(f"call is {call.status.value}, not HOLD", field="callId")
+        flow = call.flow
+        self._endpoint.act(flow.unhold)
+        return call.snapshot()
+
+    async def send_dtmf(self, call_id: str, digits: str, method: str) -> CallInfo:
+        call = self._get(call_id)
+        if not digits or any(d not in _DTMF_DIGITS for d in digits):
+            raise InvalidRequest(f"dtmf must be digits 0-9 * # A-D, got {digits!r}", field="dtmf")
+        if method.upper() == "RFC2833":
+            raise NotSupported("RFC2833 DTMF needs the media session (not yet built)", field="type")
+        if method.upper() != "INFO":
+            raise InvalidRequest(f"type must be INFO or RFC2833, got {method!r}", field="type")
+        if call.status not in (CallStatus.ESTABLISHED, CallStatus.HOLD) or call.flow is None:
+            raise Conflict(f"call is {call.status.value}, not ESTABLISHED", field="callId")
+        flow = call.flow
+        self._endpoint.act(lambda now: flow.send_dtmf_info(digits.upper(), now))
+        return call.snapshot()
+
+    # -- internals ---------------------------------------------------------------------
+    def _get(self, call_id: str) -> Call:
+        call = self._calls.get(call_id)
+        if call is None:
+            raise NotFound(f"no call with callId {call_id!r}", field="callId")
+        return call
+
+    def _validate(self, request: CallRequest) -> None:
+        if not request.call_id:
+            raise InvalidRequest("callId must not be empty", field="callId")
+        if not request.callee.strip():
+            raise InvalidRequest("callee must not be empty", field="callee")
+        if not (request.sip_domain or self.settings.sip.default_domain):
+            raise InvalidRequest("sipDomain is required (no default_domain set)", field="sipDomain")
+        if not request.has_audio and not request.has_video:
+            raise InvalidRequest("hasAudio and hasVideo are both false", field="hasAudio")
+        if request.sip_transport and request.sip_transport.lower() not in ("udp", "tcp"):
+            raise InvalidRequest("sipTransport must be UDP or TCP", field="sipTransport")
+        try:
+            callee_uri(request.callee, request.sip_domain or "invalid")
+        except SipParseError as exc:
+            raise InvalidRequest(
+                f"callee is not a valid SIP address: {exc}", field="callee"
+            ) from None
+
+    def _dispatch(self) -> None:
+        for call in self._calls.values():
+            call.drain()
+
+    def _forget_old_calls(self) -> None:
+        cutoff = time.monotonic() - self.finished_call_retention
+        for call_id in [
+            cid
+            for cid, c in self._calls.items()
+            if c.ended_at is not None and c.ended_at < cutoff and (c.task is None or c.task.done())
+        ]:
+            del self._calls[call_id]
+
+    def _media_bind_host(self) -> str:
+        return self.settings.sip.host
+
+    async def _resolve(self, host: str, port: int, transport: str) -> Target:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            return Target(transport, host.strip("[]"), port)
+        except ValueError:
+            pass
+        loop = asyncio.get_running_loop()
+        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+        infos = await loop.getaddrinfo(host, port, type=kind)
+        if not infos:
+            raise OSError(f"cannot resolve {host}")
+        address = infos[0][4][0]
+        return Target(transport, str(address), port)
+
+    async def _account_for(self, request: CallRequest) -> SipAccount:
+        sip = self.settings.sip
+        domain = request.sip_domain or sip.default_domain
+        proxy_text = request.sip_outbound_proxy or sip.outbound_proxy
+        proxy_host, proxy_port, proxy_transport = domain, None, None
+        if proxy_text:
+            proxy = parse_outbound_proxy(proxy_text)
+            proxy_host, proxy_port, proxy_transport = proxy.host, proxy.port, proxy.transport
+        port = proxy_port or request.sip_port or sip.default_port
+        transport = (request.sip_transport or proxy_transport or sip.transport).lower()
+        target = await self._resolve(proxy_host, port, transport)
+        domain_port = request.sip_port or sip.default_port
+        same_hop = proxy_host.lower() == domain.lower() and port == domain_port
+        proxy_uri = None
+        if not same_hop:
+            param = "" if transport == "udp" else f";transport={transport}"
+            proxy_uri = f"sip:{format_host(proxy_host)}:{port};lr{param}"
+        return SipAccount(
+            login=request.sip_login or "sipbridge",
+            domain=domain,
+            proxy=target,
+            password=request.sip_password,
+            auth_name=request.sip_authentication_name,
+            display_name=request.visible_name,
+            domain_port=domain_port,
+            proxy_uri=proxy_uri,
+        )
+
+    async def _run_call(self, call: Call) -> None:
+        request = call.request
+        registration: Registration | None = None
+        try:
+            try:
+                account = await self._account_for(request)
+            except (OSError, ValueError) as exc:
+                call.set_status(CallStatus.FAILED, None, f"Failed by error: {exc}")
+                return
+            call.set_status(CallStatus.PENDING)
+            if request.sip_register_required:
+                registration = Registration(
+                    self._ua(), account, expires=self.settings.sip.register_expires
+                )
+                call.registration = registration
+                reg = registration
+                self._endpoint.act(reg.start)
+                await asyncio.wait_for(call.registration_settled.wait(), self.register_timeout)
+                if registration.state is not RegistrationState.REGISTERED:
+                    call.set_status(CallStatus.FAILED, None, "Failed by registration error")
+                    return
+            try:
+                if request.has_audio:
+                    call.ports["audio"] = self._ports.allocate()
+                if request.has_video:
+                    call.ports["video"] = self._ports.allocate()
+            except PortRangeExhausted as exc:
+                call.set_status(CallStatus.FAILED, None, f"Failed by error: {exc}")
+                return
+            flow = OutboundCall(
+                self._ua(),
+                account,
+                callee_uri(request.callee, account.domain, account.domain_port),
+                self._offer_config(call),
+                timers=CallTimers(
+                    invite_timeout=self.settings.sip.invite_timeout,
+                    session_expires=self.settings.sip.session_expires,
+                    min_se=self.settings.sip.min_se,
+                ),
+            )
+            call.flow = flow
+            self._endpoint.act(flow.start)
+            await call.ended()
+        except TimeoutError:
+            call.set_status(CallStatus.FAILED, None, "Failed by registration timeout")
+        except asyncio.CancelledError:
+            call.set_status(CallStatus.FINISH, None, "Normal call clearing")
+            raise
+        except Exception:
+            log.exception("call %s failed", call.call_id)
+            call.set_status(CallStatus.FAILED, None, "Failed by error")
+        finally:
+            for pair in call.ports.values():
+                self._ports.release(pair)
+            call.ports.clear()
+            if registration is not None and registration.state is RegistrationState.REGISTERED:
+                await self._unregister(call, registration)
+
+    async def _unregister(self, call: Call, registration: Registration) -> None:
+        call.registration_settled.clear()
+        self._endpoint.act(registration.unregister)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(call.registration_settled.wait(), self.register_timeout)
+
+    def _ua(self) -> UserAgent:
+        ua = self._endpoint.ua
+        assert ua is not None, "gateway not started"
+        return ua
+
+    def _offer_config(self, call: Call) -> MediaOfferConfig:
+        sip = self.settings.sip
+        audio = call.ports.get("audio")
+        video = call.ports.get("video")
+        return MediaOfferConfig(
+            address=sip.public_address or sip.host,
+            audio_port=audio.rtp_port if audio else None,
+            video_port=video.rtp_port if video else None,
+            session_id=secrets.randbelow(2**31),
+            session_version=1,
+        )
