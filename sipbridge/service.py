@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -41,7 +43,8 @@ def build_app(gateway: Gateway, settings: Settings) -> Starlette:
         try:
             yield
         finally:
-            log.info("stopping: hanging up %d call(s)", len(gateway.find_calls()))
+            active = [c for c in gateway.all_calls() if not c.status.is_final]
+            log.info("stopping: hanging up %d call(s)", len(active))
             await gateway.stop()
 
     app.router.lifespan_context = lifespan
@@ -66,9 +69,17 @@ async def serve(settings: Settings) -> None:
     await uvicorn.Server(config).serve()
 
 
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    """Installed before uvicorn: it re-raises the stop signal once it has shut down
+    gracefully, and this handler turns that into a normal exit with status 0."""
+    del signum, frame
+
+
 def run(settings: Settings) -> None:
     """Configure logging and run :func:`serve` on uvloop (the stock loop if missing)."""
     configure_logging(settings.log)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_quietly)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
