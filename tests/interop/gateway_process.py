@@ -1,0 +1,129 @@
+"""The real ``sipbridge serve`` process, started by a test and driven over REST.
+
+The gateway runs as users run it: the console entry point, a settings file,
+uvicorn and uvloop. Tests talk to it with httpx and read its log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class GatewayProcess:
+    """``python -m sipbridge serve --config FILE`` on free ports of 127.0.0.1."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        http_port: int,
+        sip_port: int,
+        rtp_range: tuple[int, int],
+        extra_settings: str = "",
+    ) -> None:
+        self.workdir = workdir
+        self.http_port = http_port
+        self.sip_port = sip_port
+        self.config_path = workdir / "settings.toml"
+        self.log_path = workdir / "sipbridge.log"
+        self.config_path.write_text(
+            "[http]\n"
+            f'host = "127.0.0.1"\nport = {http_port}\n'
+            "[sip]\n"
+            f'host = "127.0.0.1"\nport = {sip_port}\n'
+            "t1 = 0.5\ninvite_timeout = 30.0\n"
+            "[rtp]\n"
+            f"port_min = {rtp_range[0]}\nport_max = {rtp_range[1]}\n"
+            "[log]\n"
+            'level = "DEBUG"\nsip_trace = true\n' + extra_settings
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.base_url = f"http://127.0.0.1:{http_port}/rest-api"
+
+    def start(self, timeout: float = 20.0) -> None:
+        log = self.log_path.open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIPBRIDGE_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sipbridge", "serve", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"sipbridge exited with {self.process.returncode}:\n{self.log_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"sipbridge did not answer on {self.base_url}:\n{self.log_text()[-3000:]}"
+        )
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+            return None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- REST ------------------------------------------------------------------
+    def post(self, method: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        return httpx.post(f"{self.base_url}{method}", json=body or {}, timeout=10.0)
+
+    def find(self, call_id: str) -> dict[str, Any] | None:
+        response = self.post("/call/find", {"callId": call_id})
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        calls: list[dict[str, Any]] = response.json()
+        return calls[0] if calls else None
+
+    def wait_status(
+        self, call_id: str, statuses: Iterable[str], timeout: float = 20.0
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Poll ``/call/find`` until the call reaches one of ``statuses``.
+
+        Returns the last call object and every status seen on the way.
+        """
+        wanted = set(statuses)
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        call: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            call = self.find(call_id)
+            if call is not None:
+                if not seen or seen[-1] != call["status"]:
+                    seen.append(call["status"])
+                if call["status"] in wanted:
+                    return call, seen
+            time.sleep(0.05)
+        raise AssertionError(
+            f"call {call_id} never reached {sorted(wanted)}; last {json.dumps(call)}, seen {seen}"
+        )
