@@ -2,7 +2,11 @@
 
 Each class parses from the header text with ``parse()`` and writes it back
 with ``str()``. Parameters keep their order and their original spelling of
-values; parameter names compare case-insensitively (§19.1.4).
+values; parameter names compare case-insensitively (§19.1.4) and are kept in
+lower case. Parsing is as liberal as RFC 4475 asks where the intent is clear
+(LWS around ``/`` and ``=`` in Via, display names glued to ``<``) and strict
+where a guess could change the meaning (unbalanced quotes, spaces inside
+``<>``, an addr-spec carrying ``?`` or ``,``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
+from urllib.parse import unquote
 
 __all__ = ["NameAddr", "SipParseError", "SipUri", "Target", "Via", "format_host", "parse_params"]
 
@@ -26,11 +31,41 @@ class Target(NamedTuple):
 
 
 class SipParseError(ValueError):
-    """The peer sent something RFC 3261 does not allow; the text says what."""
+    """The peer sent something RFC 3261 does not allow; the text says what.
+
+    ``status`` is the response code a UAS should answer a request with when
+    this error is raised for it: 400 (Bad Request) unless the RFC asks for
+    another: 505 for an unsupported SIP version (§21.5.20), 416 for an
+    unsupported Request-URI scheme (§8.2.2.1).
+    """
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+#: RFC 3261 §25.1 token characters.
+TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+_TOKEN_RE = re.compile(f"[{TOKEN_CHARS}]+")
+# '_' is not legal in a hostname (§25.1) but common on private networks; accept it.
+_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
+_VIA_RE = re.compile(
+    rf"([{TOKEN_CHARS}]+)[ \t]*/[ \t]*([{TOKEN_CHARS}]+)[ \t]*/[ \t]*([{TOKEN_CHARS}]+)"
+    r"[ \t]+([^;]*)(?:;(.*))?",
+    re.DOTALL,
+)
+_URI_FORBIDDEN = frozenset(' \t"<>') | frozenset(map(chr, range(32))) | {"\x7f"}
+
+
+def is_decimal(text: str, max_digits: int) -> bool:
+    """ASCII digits only, at most ``max_digits`` significant ones (no int() blow-ups)."""
+    return (
+        text.isascii()
+        and text.isdigit()
+        and len(text.lstrip("0")) <= max_digits
+        and len(text) <= 64  # int() refuses more than 4300 digits; leading zeros are no excuse
+    )
 
 
 def format_host(host: str) -> str:
@@ -44,39 +79,50 @@ def _split_host_port(text: str, what: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise SipParseError(f"unterminated IPv6 reference in {what}: {text!r}")
+            raise SipParseError(f"unterminated IPv6 reference in {what}: {text[:80]!r}")
         host, rest = text[: end + 1], text[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise SipParseError(f"junk after IPv6 reference in {what}: {text!r}")
+            raise SipParseError(f"junk after IPv6 reference in {what}: {text[:80]!r}")
         port_text = rest[1:] if rest else None
     else:
         host, colon, port_text_raw = text.partition(":")
         port_text = port_text_raw if colon else None
-    if not host or not _HOST_RE.match(host):
-        raise SipParseError(f"bad host in {what}: {host!r}")
+    if not _HOST_RE.fullmatch(host):
+        raise SipParseError(f"bad host in {what}: {host[:80]!r}")
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise SipParseError(f"bad port in {what}: {port_text!r}")
+        if not is_decimal(port_text, 5) or not 0 < int(port_text) < 65536:
+            raise SipParseError(f"bad port in {what}: {port_text[:20]!r}")
         port = int(port_text)
     return host, port
 
 
 def parse_params(text: str, what: str) -> dict[str, str | None]:
-    """Parse ``;name=value;flag`` parameters (the text after the first ``;``)."""
+    """Parse ``;name=value;flag`` parameters (the text after the first ``;``).
+
+    LWS around ``;`` and ``=`` is allowed (§25.1 SEMI, EQUAL); a value may be a
+    quoted string containing ``;``. Empty text means no parameters.
+    """
     params: dict[str, str | None] = {}
     if not text:
         return params
     for raw in _split_outside_quotes(text, ";"):
-        item = raw.strip()
+        item = raw.strip(" \t")
         if not item:
             raise SipParseError(f"empty parameter in {what}")
         name, eq, value = item.partition("=")
-        name = name.strip()
-        if not _TOKEN_RE.match(name):
-            raise SipParseError(f"bad parameter name in {what}: {name!r}")
-        params[name.lower()] = value.strip() if eq else None
+        name = name.strip(" \t")
+        if not _TOKEN_RE.fullmatch(name):
+            raise SipParseError(f"bad parameter name in {what}: {name[:40]!r}")
+        params[name.lower()] = value.strip(" \t") if eq else None
     return params
+
+
+def _params_after(sep: str, text: str, what: str) -> dict[str, str | None]:
+    # A ';' with nothing after it is an empty parameter, not "no parameters".
+    if sep and not text.strip(" \t"):
+        raise SipParseError(f"empty parameter in {what}")
+    return parse_params(text, what)
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
@@ -100,13 +146,45 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
     return parts
 
 
+def split_list_value(value: str) -> list[str]:
+    """Split a comma-separated header value, respecting quotes and ``<...>`` (§7.3.1)."""
+    items: list[str] = []
+    start = 0
+    in_quotes = False
+    in_angle = False
+    escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                in_quotes = False
+        elif char == '"':
+            in_quotes = True
+        elif char == "<":
+            in_angle = True
+        elif char == ">":
+            in_angle = False
+        elif char == "," and not in_angle:
+            items.append(value[start:index].strip(" \t"))
+            start = index + 1
+    items.append(value[start:].strip(" \t"))
+    return [item for item in items if item]
+
+
 def _format_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
 @dataclass(frozen=True)
 class SipUri:
-    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1.1)."""
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1.1).
+
+    ``user`` keeps its %-escapes as received (``unescaped_user`` decodes them,
+    §19.1.4); ``headers`` is the raw text after ``?``.
+    """
 
     host: str
     user: str | None = None
@@ -118,20 +196,27 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
-        scheme, colon, rest = text.strip().partition(":")
+        text = text.strip(" \t")
+        scheme, colon, rest = text.partition(":")
         scheme = scheme.lower()
         if not colon or scheme not in ("sip", "sips"):
             raise SipParseError(f"not a SIP URI: {text[:80]!r}")
-        rest, qmark, headers = rest.partition("?")
+        bad = next((ch for ch in rest if ch in _URI_FORBIDDEN), None)
+        if bad is not None:
+            raise SipParseError(f"character {bad!r} not allowed in SIP URI: {text[:80]!r}")
         user: str | None = None
         password: str | None = None
-        if "@" in rest:
-            userinfo, _, rest = rest.rpartition("@")
-            user, pcolon, pw = userinfo.partition(":")
+        # userinfo may hold ';', '?' and ':' (§25.1 user-unreserved, password) but
+        # never '@', and no '@' may follow it: the last '@' ends it.
+        at = rest.rfind("@")
+        if at >= 0:
+            user, pcolon, pw = rest[:at].partition(":")
             password = pw if pcolon else None
+            rest = rest[at + 1 :]
             if not user:
                 raise SipParseError(f"empty user part in URI: {text[:80]!r}")
-        hostport, _, param_text = rest.partition(";")
+        rest, qmark, headers = rest.partition("?")
+        hostport, sep, param_text = rest.partition(";")
         host, port = _split_host_port(hostport, "URI")
         return cls(
             host=host,
@@ -139,7 +224,7 @@ class SipUri:
             password=password,
             port=port,
             scheme=scheme,
-            params=parse_params(param_text, "URI"),
+            params=_params_after(sep, param_text, "URI"),
             headers=headers if qmark else None,
         )
 
@@ -152,6 +237,11 @@ class SipUri:
     def host_port(self) -> str:
         host = format_host(self.host)
         return host if self.port is None else f"{host}:{self.port}"
+
+    @property
+    def unescaped_user(self) -> str | None:
+        """The user part with %HH escapes decoded (esc01: ``%75se%72`` is ``user``)."""
+        return None if self.user is None else unquote(self.user, errors="surrogateescape")
 
     def with_params(self, **params: str | None) -> SipUri:
         merged = dict(self.params)
@@ -174,7 +264,8 @@ class NameAddr:
     """``"Display" <uri>;params`` as in From, To, Contact, Route (RFC 3261 §20.10).
 
     The URI is kept as text (it may be ``tel:`` or another scheme); ``sip_uri``
-    parses it when it is a SIP URI.
+    parses it when it is a SIP URI. In the addr-spec form (no ``<>``) every
+    parameter after the URI belongs to the header, not to the URI (§20.10).
     """
 
     uri: str
@@ -183,40 +274,48 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        text = text.strip()
+        text = text.strip(" \t")
         if not text:
             raise SipParseError("empty address")
-        display: str | None = None
-        if "<" in text:
-            lt = _find_outside_quotes(text, "<")
-            if lt < 0:
-                raise SipParseError(f"'<' inside quotes only: {text[:80]!r}")
-            gt = text.find(">", lt)
-            if gt < 0:
-                raise SipParseError(f"unterminated '<' in address: {text[:80]!r}")
-            display_text = text[:lt].strip()
-            if display_text:
-                if display_text.startswith('"'):
-                    if not display_text.endswith('"') or len(display_text) < 2:
-                        raise SipParseError(f"bad quoted display name: {display_text[:60]!r}")
-                    display = _unquote(display_text[1:-1])
-                else:
-                    display = display_text
-            uri = text[lt + 1 : gt].strip()
-            rest = text[gt + 1 :].strip()
-            if rest and not rest.startswith(";"):
-                raise SipParseError(f"junk after '>' in address: {rest[:60]!r}")
-            params = parse_params(rest[1:], "address")
-        else:
-            # addr-spec form: parameters after ';' belong to the header, not the URI (§20.10)
-            uri, _, param_text = text.partition(";")
-            uri = uri.strip()
-            if " " in uri:
-                raise SipParseError(f"address with spaces needs <>: {text[:80]!r}")
-            params = parse_params(param_text, "address")
-        if ":" not in uri:
-            raise SipParseError(f"address without a URI scheme: {uri[:80]!r}")
-        return cls(uri=uri, display_name=display, params=params)
+        if text.startswith('"'):
+            end = _closing_quote(text)
+            if end < 0:
+                raise SipParseError(f"unterminated quoted display name: {text[:80]!r}")
+            rest = text[end + 1 :].lstrip(" \t")
+            if not rest.startswith("<"):
+                raise SipParseError(f"quoted display name without <URI>: {text[:80]!r}")
+            return cls._bracketed(rest, _unquote(text[1:end]))
+        lt = text.find("<")
+        if lt >= 0:
+            display_text = text[:lt].strip(" \t")
+            words = re.split(r"[ \t]+", display_text) if display_text else []
+            if not all(_TOKEN_RE.fullmatch(word) for word in words):
+                raise SipParseError(
+                    f"unquoted display name with non-token characters: {display_text[:60]!r}"
+                )
+            return cls._bracketed(text[lt:], display_text or None)
+        uri, sep, param_text = text.partition(";")
+        uri = uri.strip(" \t")
+        if "?" in uri or "," in uri:
+            raise SipParseError(f"URI with '?' or ',' must be enclosed in <>: {uri[:80]!r}")
+        if re.search(r"[ \t]", uri):
+            raise SipParseError(f"address with spaces needs <>: {text[:80]!r}")
+        _check_uri(uri)
+        return cls(uri=uri, params=_params_after(sep, param_text, "address"))
+
+    @classmethod
+    def _bracketed(cls, text: str, display: str | None) -> NameAddr:
+        gt = text.find(">")
+        if gt < 0:
+            raise SipParseError(f"unterminated '<' in address: {text[:80]!r}")
+        uri = text[1:gt]
+        if re.search(r"[ \t]", uri):
+            raise SipParseError(f"whitespace inside <> in address: {text[: gt + 1][:80]!r}")
+        _check_uri(uri)
+        rest = text[gt + 1 :].strip(" \t")
+        if rest and not rest.startswith(";"):
+            raise SipParseError(f"junk after '>' in address: {rest[:60]!r}")
+        return cls(uri=uri, display_name=display, params=_params_after(rest, rest[1:], "address"))
 
     @property
     def sip_uri(self) -> SipUri:
@@ -232,33 +331,54 @@ class NameAddr:
     def __str__(self) -> str:
         display = ""
         if self.display_name is not None:
-            escaped = self.display_name.replace("\\", "\\\\").replace('"', '\\"')
-            display = f'"{escaped}" '
+            display = f'"{_quote(self.display_name)}" '
         return f"{display}<{self.uri}>{_format_params(self.params)}"
 
 
-def _find_outside_quotes(text: str, char: str) -> int:
-    in_quotes = False
+def _check_uri(uri: str) -> None:
+    if not _SCHEME_RE.match(uri):
+        raise SipParseError(f"address without a URI scheme: {uri[:80]!r}")
+    bad = next((ch for ch in uri if ch in _URI_FORBIDDEN), None)
+    if bad is not None:
+        raise SipParseError(f"character {bad!r} not allowed in address URI: {uri[:80]!r}")
+
+
+def _closing_quote(text: str) -> int:
+    """Index of the '"' closing the quoted string that starts at text[0], or -1."""
     escaped = False
-    for index, current in enumerate(text):
+    for index in range(1, len(text)):
+        char = text[index]
         if escaped:
             escaped = False
-        elif current == "\\" and in_quotes:
+        elif char == "\\":
             escaped = True
-        elif current == '"':
-            in_quotes = not in_quotes
-        elif current == char and not in_quotes:
+        elif char == '"':
             return index
     return -1
 
 
 def _unquote(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
+    return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
+
+
+def _quote(text: str) -> str:
+    # quoted-pair (§25.1) can carry any octet but CR and LF, which a display
+    # name cannot contain at all: those become spaces.
+    out = []
+    for char in text.replace("\r", " ").replace("\n", " "):
+        if char in '"\\' or (ord(char) < 0x20 and char != "\t") or char == "\x7f":
+            out.append("\\")
+        out.append(char)
+    return "".join(out)
 
 
 @dataclass(frozen=True)
 class Via:
-    """One Via header value (RFC 3261 §20.42, §18.2.1; rport per RFC 3581)."""
+    """One Via header value (RFC 3261 §20.42, §18.2.1; rport per RFC 3581).
+
+    ``SIP / 2.0 / UDP`` with LWS around the slashes and LWS around ``;``,
+    ``=`` and ``:`` are accepted (§25.1 SLASH, SEMI, EQUAL, COLON).
+    """
 
     transport: str
     host: str
@@ -267,24 +387,16 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        text = text.strip()
-        protocol, sep, rest = text.partition(" ")
-        if not sep:
+        text = text.strip(" \t")
+        match = _VIA_RE.fullmatch(text)
+        if match is None:
             raise SipParseError(f"bad Via: {text[:80]!r}")
-        parts = [p.strip() for p in protocol.split("/")]
-        # "SIP / 2.0 / UDP" with whitespace is legal (§25.1 LWS around SLASH).
-        if len(parts) != 3:
-            merged = re.sub(r"\s*/\s*", "/", text)
-            protocol, sep, rest = merged.partition(" ")
-            parts = protocol.split("/")
-            if len(parts) != 3:
-                raise SipParseError(f"bad Via protocol: {text[:80]!r}")
-        name, version, transport = parts
+        name, version, transport, sent_by, param_text = match.groups()
         if name.upper() != "SIP" or version != "2.0":
-            raise SipParseError(f"bad Via protocol: {protocol!r}")
-        sent_by, _, param_text = rest.strip().partition(";")
-        host, port = _split_host_port(sent_by.strip().replace(" ", ""), "Via")
-        return cls(transport.upper(), host, port, parse_params(param_text, "Via"))
+            raise SipParseError(f"bad Via protocol: {name}/{version}")
+        host, port = _split_host_port(re.sub(r"[ \t]", "", sent_by), "Via")
+        params = _params_after(";" if param_text is not None else "", param_text or "", "Via")
+        return cls(transport.upper(), host, port, params)
 
     @property
     def branch(self) -> str | None:
@@ -296,8 +408,16 @@ class Via:
 
     @property
     def rport(self) -> int | None:
+        """The rport value a server filled in (RFC 3581 §4), None if absent or a bare flag."""
         value = self.params.get("rport")
-        return int(value) if value and value.isdigit() else None
+        if value is None or not is_decimal(value, 5) or not 0 < int(value) < 65536:
+            return None
+        return int(value)
+
+    @property
+    def has_rport(self) -> bool:
+        """The client asked for symmetric response routing (RFC 3581 §3)."""
+        return "rport" in self.params
 
     def with_params(self, **params: str | None) -> Via:
         return replace(self, params={**self.params, **params})

@@ -7,12 +7,20 @@ parsed by :func:`parse_message` into a :class:`SipRequest` or
 :class:`SipResponse`. Header names are kept in canonical form (compact forms
 expanded, RFC 3261 §7.3.3; case-insensitive lookup, §7.3.1) and values are kept
 as text with folded lines joined (§7.3.1). Structured views of the headers the
-stack needs (Via, From/To, CSeq, addresses and URIs) are parsed on demand by the
-small classes in :mod:`sipbridge.sip.address`.
+stack needs (Via, From/To, CSeq, Contact, addresses and URIs) are parsed on
+demand by the small classes in :mod:`sipbridge.sip.address`.
+
+The parser validates the start line, Content-Length framing, the header
+section's syntax and the headers every layer relies on: Via (all values),
+From, To, Call-ID, CSeq (range; method = request method) and Contact. Headers
+the stack does not interpret (Date, Expires, unknown ones) are carried as text
+and never fail a message; Max-Forwards and the Request-URI scheme are checked
+on demand (``max_forwards``, ``sip_uri``) by the layers acting on them. The
+RFC 4475 mapping is tabled in tests/sip/test_message.py.
 
 Every problem found in the peer's bytes raises :class:`SipParseError` with the
-exact reason, so the transport can log it and, for a request, answer 400 with
-that reason (RFC 3261 §16.3, §21.4.1).
+exact reason and the status a UAS should answer (400, or 505 for an unknown
+SIP version), so the transport can log it and answer a request (§21.4.1).
 """
 
 from __future__ import annotations
@@ -23,7 +31,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from sipbridge.sip.address import NameAddr, SipParseError, Via
+from sipbridge.sip.address import (
+    TOKEN_CHARS,
+    NameAddr,
+    SipParseError,
+    SipUri,
+    Via,
+    is_decimal,
+    split_list_value,
+)
 
 __all__ = [
     "CSeq",
@@ -45,100 +61,54 @@ __all__ = [
 SIP_VERSION = "SIP/2.0"
 
 #: RFC 3261 §7.3.3 and the IANA registry of compact forms.
+# fmt: off
 COMPACT_FORMS: dict[str, str] = {
-    "a": "Accept-Contact",
-    "b": "Referred-By",
-    "c": "Content-Type",
-    "d": "Request-Disposition",
-    "e": "Content-Encoding",
-    "f": "From",
-    "i": "Call-ID",
-    "j": "Reject-Contact",
-    "k": "Supported",
-    "l": "Content-Length",
-    "m": "Contact",
-    "n": "Identity-Info",
-    "o": "Event",
-    "r": "Refer-To",
-    "s": "Subject",
-    "t": "To",
-    "u": "Allow-Events",
-    "v": "Via",
-    "x": "Session-Expires",
+    "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+    "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact", "k": "Supported",
+    "l": "Content-Length", "m": "Contact", "n": "Identity-Info", "o": "Event", "r": "Refer-To",
+    "s": "Subject", "t": "To", "u": "Allow-Events", "v": "Via", "x": "Session-Expires",
     "y": "Identity",
 }
+# fmt: on
 
+# fmt: off
 _SPECIAL_CASE: dict[str, str] = {
-    "call-id": "Call-ID",
-    "cseq": "CSeq",
-    "www-authenticate": "WWW-Authenticate",
-    "mime-version": "MIME-Version",
-    "rack": "RAck",
-    "rseq": "RSeq",
-    "min-se": "Min-SE",
-    "sip-etag": "SIP-ETag",
-    "sip-if-match": "SIP-If-Match",
+    "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version", "rack": "RAck", "rseq": "RSeq", "min-se": "Min-SE",
+    "sip-etag": "SIP-ETag", "sip-if-match": "SIP-If-Match",
 }
+# fmt: on
 
 #: Headers whose values are comma-separated lists (RFC 3261 §7.3.1): several
 #: header lines and one line with commas mean the same thing.
-LIST_HEADERS = frozenset(
-    {
-        "Via",
-        "Route",
-        "Record-Route",
-        "Contact",
-        "Allow",
-        "Supported",
-        "Require",
-        "Proxy-Require",
-        "Unsupported",
-        "Accept",
-        "Accept-Encoding",
-        "Accept-Language",
-        "Allow-Events",
-        "Path",
-        "Service-Route",
-    }
-)
+# fmt: off
+LIST_HEADERS = frozenset({
+    "Via", "Route", "Record-Route", "Contact", "Allow", "Supported", "Require", "Proxy-Require",
+    "Unsupported", "Accept", "Accept-Encoding", "Accept-Language", "Allow-Events", "Path",
+    "Service-Route", "Alert-Info", "Call-Info", "Error-Info", "Content-Encoding",
+    "Content-Language", "In-Reply-To", "Warning", "Reason",
+})
+# fmt: on
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
-_STATUS_LINE_RE = re.compile(r"^SIP/(\d+)\.(\d+) (\d{3}) ?(.*)$", re.IGNORECASE)
+_TOKEN_RE = re.compile(f"[{TOKEN_CHARS}]+")
+_STATUS_LINE_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+) ([0-9]+)(?: (.*))?", re.IGNORECASE)
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 
+# fmt: off
 REASON_PHRASES: dict[int, str] = {
-    100: "Trying",
-    180: "Ringing",
-    181: "Call Is Being Forwarded",
-    182: "Queued",
-    183: "Session Progress",
-    200: "OK",
-    202: "Accepted",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    407: "Proxy Authentication Required",
-    408: "Request Timeout",
-    415: "Unsupported Media Type",
-    420: "Bad Extension",
-    422: "Session Interval Too Small",
-    481: "Call/Transaction Does Not Exist",
-    482: "Loop Detected",
-    483: "Too Many Hops",
-    486: "Busy Here",
-    487: "Request Terminated",
-    488: "Not Acceptable Here",
-    491: "Request Pending",
-    500: "Server Internal Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    504: "Server Time-out",
-    505: "Version Not Supported",
-    513: "Message Too Large",
-    600: "Busy Everywhere",
-    603: "Decline",
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 422: "Session Interval Too Small",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
 }
+# fmt: on
 
 
 def reason_phrase(status: int) -> str:
@@ -157,41 +127,25 @@ def canonical_name(name: str) -> str:
     return "-".join(part[:1].upper() + part[1:] for part in lower.split("-"))
 
 
-def split_list_value(value: str) -> list[str]:
-    """Split a comma-separated header value, respecting quotes and ``<...>`` (§7.3.1)."""
-    items: list[str] = []
-    start = 0
-    in_quotes = False
-    in_angle = False
-    escaped = False
-    for index, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif in_quotes:
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                in_quotes = False
-        elif char == '"':
-            in_quotes = True
-        elif char == "<":
-            in_angle = True
-        elif char == ">":
-            in_angle = False
-        elif char == "," and not in_angle:
-            items.append(value[start:index].strip())
-            start = index + 1
-    items.append(value[start:].strip())
-    return [item for item in items if item]
+def _checked(name: str, value: str) -> tuple[str, str]:
+    # Local misuse, not a peer's error: a CR or LF in a value would inject headers.
+    if not _TOKEN_RE.fullmatch(name):
+        raise ValueError(f"bad header name: {name!r}")
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"header value contains CR or LF: {value[:60]!r}")
+    return canonical_name(name), value
 
 
 class Headers:
-    """An ordered, case-insensitive multimap of SIP headers (RFC 3261 §7.3)."""
+    """An ordered, case-insensitive multimap of SIP headers (RFC 3261 §7.3).
+
+    Names must be tokens and values must not contain CR or LF (``ValueError``).
+    """
 
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        self._items: list[tuple[str, str]] = [_checked(n, v) for n, v in items]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` (for a list header: the first element)."""
@@ -206,13 +160,18 @@ class Headers:
             return [item for v in values for item in split_list_value(v)]
         return values
 
+    def count(self, name: str) -> int:
+        """How many header lines (not list elements) named ``name`` there are."""
+        key = canonical_name(name)
+        return sum(1 for n, _ in self._items if n == key)
+
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
-        self._items.append((canonical_name(name), value))
+        self._items.append(_checked(name, value))
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of ``name`` by one line (in the place of the first)."""
-        key = canonical_name(name)
+        key, value = _checked(name, value)
         for index, (existing, _) in enumerate(self._items):
             if existing == key:
                 self._items[index] = (key, value)
@@ -229,7 +188,7 @@ class Headers:
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before all others (a proxy's or client's new top Via)."""
-        self._items.insert(0, (canonical_name(name), value))
+        self._items.insert(0, _checked(name, value))
 
     def copy(self) -> Headers:
         clone = Headers()
@@ -256,21 +215,24 @@ class Headers:
 
 
 class CSeq(NamedTuple):
-    """The CSeq header: sequence number and method (RFC 3261 §20.16)."""
+    """The CSeq header: sequence number and method (RFC 3261 §20.16).
+
+    The number must be below 2**31 (§8.1.1.5); leading zeros are allowed.
+    """
 
     seq: int
     method: str
 
     @classmethod
     def parse(cls, value: str) -> CSeq:
-        parts = value.split()
+        parts = re.split(r"[ \t]+", value.strip(" \t"))
         if len(parts) != 2:
-            raise SipParseError(f"bad CSeq: {value!r}")
+            raise SipParseError(f"bad CSeq: {value[:60]!r}")
         number, method = parts
-        if not number.isdigit() or len(number) > 10 or int(number) >= 2**31:
-            raise SipParseError(f"bad CSeq number: {number!r}")
-        if not _TOKEN_RE.match(method):
-            raise SipParseError(f"bad CSeq method: {method!r}")
+        if not is_decimal(number, 10) or int(number) >= 2**31:
+            raise SipParseError(f"bad CSeq number: {number[:40]!r}")
+        if not _TOKEN_RE.fullmatch(method):
+            raise SipParseError(f"bad CSeq method: {method[:40]!r}")
         return cls(int(number), method)
 
     def __str__(self) -> str:
@@ -322,13 +284,31 @@ class _MessageBase:
             raise SipParseError("missing Via")
         return Via.parse(value)
 
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Every Contact value (§20.10); the REGISTER wildcard ``*`` is an error here."""
+        values = self.headers.get_all("Contact")
+        if "*" in values:
+            raise SipParseError("Contact is the wildcard '*', not an address")
+        return [NameAddr.parse(v) for v in values]
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (0-255, §20.22), None when absent."""
+        value = self.headers.get("Max-Forwards")
+        if value is None:
+            return None
+        text = value.strip(" \t")
+        if not is_decimal(text, 3) or int(text) > 255:
+            raise SipParseError(f"bad Max-Forwards: {value[:40]!r}")
+        return int(text)
+
     def _head_and_body(self, start_line: str) -> bytes:
-        lines = [start_line]
-        for name, value in self.headers:
-            if name == "Content-Length":
-                continue
-            lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}")
+        # Content-Length is always written and always right (§18.3, §20.14),
+        # in the place of the first Content-Length the message had.
+        headers = self.headers.copy()
+        headers.set("Content-Length", str(len(self.body)))
+        lines = [start_line, *(f"{name}: {value}" for name, value in headers)]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
 
 
@@ -339,6 +319,15 @@ class SipRequest(_MessageBase):
     method: str = ""
     uri: str = ""
     version: str = SIP_VERSION
+
+    @property
+    def sip_uri(self) -> SipUri:
+        """The Request-URI as a SIP/SIPS URI; another scheme raises with status 416 (§8.2.2.1)."""
+        match = _SCHEME_RE.match(self.uri)
+        if match is None or match.group(1).lower() not in ("sip", "sips"):
+            scheme = match.group(1) if match else self.uri[:20]
+            raise SipParseError(f"unsupported URI scheme in Request-URI: {scheme!r}", status=416)
+        return SipUri.parse(self.uri)
 
     def to_bytes(self) -> bytes:
         """Serialize with a correct Content-Length (always written, §18.3)."""
@@ -367,23 +356,29 @@ class SipResponse(_MessageBase):
 SipMessage = SipRequest | SipResponse
 
 _MANDATORY_REQUEST_HEADERS = ("To", "From", "CSeq", "Call-ID", "Via")
-_MANDATORY_RESPONSE_HEADERS = ("To", "From", "CSeq", "Call-ID", "Via")
+_MANDATORY_RESPONSE_HEADERS = _MANDATORY_REQUEST_HEADERS  # §8.1.1, §8.2.6.2
+#: Headers that may appear once only (§7.3.1, §20): RFC 4475 multi01.
+_SINGLE_HEADERS = ("To", "From", "CSeq", "Call-ID")
 
 
-def _split_head(data: bytes) -> tuple[str, bytes]:
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        index = data.find(separator)
-        if index >= 0:
-            head = data[:index]
-            body = data[index + len(separator) :]
-            break
-    else:
-        raise SipParseError("no empty line after the headers")
+def _find_head_end(data: bytes | bytearray) -> tuple[int, int]:
+    """Index and length of the empty line ending the header section, (-1, 0) if none."""
+    crlf = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n")  # bare-LF senders exist; be liberal in what we accept
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf, 2
+    return (crlf, 4) if crlf >= 0 else (-1, 0)
+
+
+def _head_lines(head: bytes) -> list[str]:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SipParseError(f"headers are not UTF-8 at byte {exc.start}") from None
-    return text, body
+    text = text.replace("\r\n", "\n").removesuffix("\r")
+    if "\r" in text:
+        raise SipParseError("bare CR in the header section")
+    return text.split("\n")
 
 
 def _parse_header_lines(lines: list[str]) -> Headers:
@@ -394,15 +389,15 @@ def _parse_header_lines(lines: list[str]) -> Headers:
         if line[:1] in (" ", "\t"):
             if current is None:
                 raise SipParseError("continuation line before the first header")
-            current.append(line.strip())
+            current.append(line.strip(" \t"))
             continue
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without a colon: {line[:60]!r}")
         name = name.rstrip(" \t")
-        if not _TOKEN_RE.match(name):
+        if not _TOKEN_RE.fullmatch(name):
             raise SipParseError(f"bad header name: {name[:60]!r}")
-        current = [value.strip()]
+        current = [value.strip(" \t")]
         pending.append((name, current))
     for name, parts in pending:
         headers.add(name, " ".join(part for part in parts if part))
@@ -413,11 +408,11 @@ def _parse_content_length(headers: Headers) -> int | None:
     values = [v for n, v in headers if n == "Content-Length"]
     if not values:
         return None
-    if len({v.strip() for v in values}) != 1:
-        raise SipParseError(f"conflicting Content-Length headers: {values!r}")
-    value = values[0].strip()
-    if not value.isdigit() or len(value) > 9:
-        raise SipParseError(f"bad Content-Length: {value!r}")
+    if len({v.strip(" \t") for v in values}) != 1:
+        raise SipParseError(f"conflicting Content-Length headers: {values!r}"[:120])
+    value = values[0].strip(" \t")
+    if not is_decimal(value, 9):
+        raise SipParseError(f"bad Content-Length: {value[:20]!r}")
     return int(value)
 
 
@@ -427,15 +422,23 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
     Over a datagram transport, bytes beyond Content-Length are discarded and a
     missing Content-Length means "the rest of the datagram" (§18.3). With
     ``stream=True`` Content-Length is mandatory. A body shorter than the
-    declared length is an error.
+    declared length is an error. CRLFs before the start line are ignored (§7.5).
     """
     data = data.lstrip(b"\r\n")
     if not data:
         raise SipParseError("empty message")
-    text, body = _split_head(data)
-    lines = text.replace("\r\n", "\n").split("\n")
+    end, separator = _find_head_end(data)
+    if end < 0:
+        raise SipParseError("no empty line after the headers")
+    lines = _head_lines(data[:end])
+    body = data[end + separator :]
     start_line = lines[0]
-    headers = _parse_header_lines(lines[1:])
+    message: SipRequest | SipResponse
+    if start_line[:4].upper() == "SIP/":
+        message = _parse_status_line(start_line)
+    else:
+        message = _parse_request_line(start_line)
+    message.headers = headers = _parse_header_lines(lines[1:])
 
     length = _parse_content_length(headers)
     if length is None:
@@ -445,86 +448,147 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipRequest | SipRespo
         raise SipParseError(f"body is {len(body)} bytes, Content-Length says {length}")
     else:
         body = body[:length]
+    message.body = body
+    _validate(message)
+    return message
 
-    message: SipRequest | SipResponse
-    status_match = _STATUS_LINE_RE.match(start_line)
-    if status_match is not None:
-        major, minor, code, reason = status_match.groups()
-        if (major, minor) != ("2", "0"):
-            raise SipParseError(f"unsupported SIP version in status line: {start_line[:60]!r}")
-        status = int(code)
-        if not 100 <= status <= 699:
-            raise SipParseError(f"status code out of range: {status}")
-        message = SipResponse(headers=headers, body=body, status=status, reason=reason)
-        mandatory = _MANDATORY_RESPONSE_HEADERS
-    else:
-        message = _parse_request_line(start_line, headers, body)
-        mandatory = _MANDATORY_REQUEST_HEADERS
 
-    for name in mandatory:
-        if name not in headers:
-            raise SipParseError(f"missing {name} header")
+def _validate(message: SipRequest | SipResponse) -> None:
+    headers = message.headers
+    missing = [name for name in _MANDATORY_REQUEST_HEADERS if name not in headers]
+    if missing:
+        raise SipParseError(f"missing {', '.join(missing)} header{'s' * (len(missing) > 1)}")
+    for name in _SINGLE_HEADERS:
+        if headers.count(name) > 1:
+            raise SipParseError(f"multiple {name} headers")
+    if not message.call_id.strip(" \t"):
+        raise SipParseError("empty Call-ID")
     cseq = message.cseq
     if isinstance(message, SipRequest) and cseq.method != message.method:
         raise SipParseError(f"CSeq method {cseq.method} does not match request {message.method}")
     # Parse the structured headers the stack relies on, so that a malformed one
     # is rejected here with its reason rather than deep inside a transaction.
-    message.top_via  # noqa: B018
+    message.vias  # noqa: B018
     message.from_  # noqa: B018
     message.to  # noqa: B018
-    return message
+    if headers.get_all("Contact") != ["*"]:
+        message.contacts  # noqa: B018
 
 
-def _parse_request_line(line: str, headers: Headers, body: bytes) -> SipRequest:
+def _parse_status_line(line: str) -> SipResponse:
+    match = _STATUS_LINE_RE.fullmatch(line)
+    if match is None:
+        raise SipParseError(f"bad status line: {line[:80]!r}")
+    major, minor, code, reason = match.groups()
+    if (major, minor) != ("2", "0"):
+        raise SipParseError(f"unsupported SIP version in status line: {line[:60]!r}", status=505)
+    if len(code) != 3 or not 100 <= int(code) <= 699:
+        raise SipParseError(f"status code out of range: {code[:20]}")
+    return SipResponse(status=int(code), reason=reason or "")
+
+
+def _parse_request_line(line: str) -> SipRequest:
+    # Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP each (§7.1).
+    if line != line.rstrip(" \t"):
+        raise SipParseError(f"whitespace at the end of the request line: {line[:80]!r}")
+    if "  " in line or "\t" in line:
+        raise SipParseError(f"more than one SP between request line elements: {line[:80]!r}")
     parts = line.split(" ")
+    if len(parts) > 3:
+        raise SipParseError(f"whitespace inside the Request-URI: {line[:80]!r}")
     if len(parts) != 3 or not all(parts):
         raise SipParseError(f"bad request line: {line[:80]!r}")
     method, uri, version = parts
-    if not _TOKEN_RE.match(method):
+    if not _TOKEN_RE.fullmatch(method):
         raise SipParseError(f"bad method: {method[:40]!r}")
-    if ":" not in uri or any(ch in uri for ch in "<> \t"):
-        raise SipParseError(f"bad Request-URI: {uri[:80]!r}")
-    if not version.upper().startswith("SIP/"):
+    if not _VERSION_RE.fullmatch(version):
         raise SipParseError(f"bad SIP version: {version[:20]!r}")
-    return SipRequest(headers=headers, body=body, method=method, uri=uri, version=version.upper())
+    if version.upper() != SIP_VERSION:
+        raise SipParseError(f"unsupported SIP version: {version[:20]!r}", status=505)
+    if uri.startswith("<"):
+        raise SipParseError(f"Request-URI enclosed in <>: {uri[:80]!r}")
+    scheme = _SCHEME_RE.match(uri)
+    if scheme is None or any(ch in uri for ch in '<>"'):
+        raise SipParseError(f"bad Request-URI: {uri[:80]!r}")
+    if scheme.group(1).lower() in ("sip", "sips") and SipUri.parse(uri).headers is not None:
+        raise SipParseError(f"headers not allowed in a Request-URI (§19.1.1): {uri[:80]!r}")
+    return SipRequest(method=method, uri=uri, version=SIP_VERSION)
 
 
 class StreamFramer:
     """Frames SIP messages out of a byte stream (TCP/TLS) by Content-Length (§18.3).
 
-    Leading CRLFs between messages (keep-alives, RFC 5626 §3.5.1) are skipped.
-    A message whose header block grows past ``max_size`` is an error: the
-    connection must then be closed since the framing is lost.
+    CRLFs between messages (keep-alives, RFC 5626 §3.5.1) are skipped. A framing
+    error (missing/bad Content-Length, more than ``max_size`` bytes) sets
+    ``broken``: every later ``feed`` raises and the connection must be closed.
+    A malformed but well-framed message raises and framing carries on; if other
+    messages came out of the same call, they are returned and the error is
+    raised by the next ``feed`` (``feed(b"")`` collects it and what follows).
     """
 
     def __init__(self, *, max_size: int = 65535) -> None:
         self._buffer = bytearray()
         self._max_size = max_size
+        self._deferred: SipParseError | None = None
+        self._broken: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        """The stream's framing was lost: close the connection."""
+        return self._broken is not None
 
     def feed(self, data: bytes) -> list[SipRequest | SipResponse]:
         """Add received bytes; return every complete message. Raises SipParseError."""
         self._buffer += data
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            raise error
+        if self._broken is not None:
+            raise SipParseError(f"stream framing was lost: {self._broken}")
         messages: list[SipRequest | SipResponse] = []
         while True:
-            while self._buffer[:2] == b"\r\n" or self._buffer[:1] == b"\n":
-                del self._buffer[: 2 if self._buffer[:2] == b"\r\n" else 1]
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > self._max_size:
-                    raise SipParseError(f"header block longer than {self._max_size} bytes")
+            try:
+                chunk = self._next_chunk()
+            except SipParseError as exc:
+                self._broken = str(exc)
+                return self._fail(messages, exc)
+            if chunk is None:
                 return messages
-            head = bytes(self._buffer[:end])
-            match = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", head)
-            if match is None:
-                raise SipParseError("missing Content-Length on a stream transport")
-            total = end + 4 + int(match.group(1))
-            if total > self._max_size:
-                raise SipParseError(f"message of {total} bytes exceeds {self._max_size}")
-            if len(self._buffer) < total:
-                return messages
-            chunk = bytes(self._buffer[:total])
-            del self._buffer[:total]
-            messages.append(parse_message(chunk, stream=True))
+            try:
+                messages.append(parse_message(chunk, stream=True))
+            except SipParseError as exc:
+                return self._fail(messages, exc)
+
+    def _fail(
+        self, messages: list[SipRequest | SipResponse], error: SipParseError
+    ) -> list[SipRequest | SipResponse]:
+        if not messages:
+            raise error
+        self._deferred = error
+        return messages
+
+    def _next_chunk(self) -> bytes | None:
+        buffer = self._buffer
+        skip = 0
+        while skip < len(buffer) and buffer[skip] in b"\r\n":
+            skip += 1
+        del buffer[:skip]
+        end, separator = _find_head_end(buffer)
+        if end < 0 or end > self._max_size:
+            if len(buffer) > self._max_size:
+                raise SipParseError(f"header block longer than {self._max_size} bytes")
+            return None
+        length = _parse_content_length(_parse_header_lines(_head_lines(bytes(buffer[:end]))[1:]))
+        if length is None:
+            raise SipParseError("missing Content-Length on a stream transport")
+        total = end + separator + length
+        if total > self._max_size:
+            raise SipParseError(f"message of {total} bytes exceeds {self._max_size}")
+        if len(buffer) < total:
+            return None
+        chunk = bytes(buffer[:total])
+        del buffer[:total]
+        return chunk
 
 
 def generate_branch() -> str:
@@ -542,6 +606,14 @@ def generate_call_id(host: str) -> str:
     return f"{secrets.token_hex(12)}@{host}"
 
 
+def _copied_into_response(name: str, status: int) -> bool:
+    if name == "Record-Route":
+        return 100 < status < 300
+    if name == "Timestamp":
+        return status == 100
+    return name in ("Via", "From", "Call-ID", "CSeq")
+
+
 def make_response(
     request: SipRequest,
     status: int,
@@ -551,21 +623,22 @@ def make_response(
     headers: Iterable[tuple[str, str]] = (),
     body: bytes = b"",
 ) -> SipResponse:
-    """A response to ``request`` as a UAS builds it (RFC 3261 §8.2.6.2).
+    """A response to ``request`` as a UAS builds it (RFC 3261 §8.2.6).
 
-    Via, From, Call-ID and CSeq are copied; To is copied and gets ``to_tag``
-    when it has none (not for 100 Trying, which never carries a new tag).
+    Via (all, in order), From, Call-ID and CSeq are copied; To is copied, and
+    when it has no tag and ``status`` is not 100 it gets ``to_tag`` or, if none
+    is given, a fresh one (§8.2.6.2: the UAS MUST add a tag). A 100 Trying
+    copies Timestamp (§8.2.6.1). Record-Route is copied into 101-299 responses
+    (§12.1.1).
     """
     out = Headers()
     for name, value in request.headers:
-        if name in ("Via", "From", "Call-ID", "CSeq", "Record-Route") and (
-            name != "Record-Route" or 100 < status < 300
-        ):
+        if _copied_into_response(name, status):
             out.add(name, value)
         elif name == "To":
             to = NameAddr.parse(value)
-            if to_tag and status != 100 and to.tag is None:
-                to = to.with_param("tag", to_tag)
+            if status != 100 and to.tag is None:
+                to = to.with_param("tag", to_tag or generate_tag())
                 out.add(name, str(to))
             else:
                 out.add(name, value)
