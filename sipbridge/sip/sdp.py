@@ -501,6 +501,8 @@ class _Parser:
         session_id, version = _uint(parts[1], 64), _uint(parts[2], 64)
         if session_id is None or version is None or not parts[0] or not parts[5]:
             raise self.bad(number, "o", line)
+        if any(c in part for part in (parts[0], parts[5]) for c in "\t\r\n\0"):
+            raise self.bad(number, "o", line)  # RFC 8866 §5.2: non-whitespace strings
         session = SessionDescription(parts[0], session_id, version, parts[5], times=[])
         self.record_addrtype(session._layout, "o", parts[5], parts[4])
         return session
