@@ -13,7 +13,13 @@ Theory of operation
 - 401/407 to the INVITE are answered once per fresh challenge with digest
   credentials (§22.2); 422 is retried with the larger Min-SE (RFC 4028 §7.4).
 - ``terminate()`` before the answer sends CANCEL as soon as a provisional has
-  arrived (§9.1); a 2xx that still arrives is ACKed and BYEd (§15).
+  arrived (§9.1); a 2xx that still arrives is ACKed and BYEd (§15). Without a
+  final response 64*T1 after the CANCEL the INVITE is given up (§9.1). The
+  invite timeout applies until the first 2xx only.
+- hold/unhold and session refreshes are one re-INVITE at a time (§14.1): a
+  direction asked for meanwhile is sent when the pending one completes; a
+  refused re-offer leaves the previous offer in force; 491 is retried after
+  2.1-4 s.
 - The ACK for a 2xx is sent by this object, outside any transaction, and is
   sent again for every retransmitted 2xx (§13.2.2.4). A 2xx from another fork
   is ACKed and ended with BYE.
@@ -27,13 +33,14 @@ Theory of operation
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 from dataclasses import dataclass, replace
 
 from sipbridge.callinfo import CallStatus
 from sipbridge.sip.account import SipAccount
-from sipbridge.sip.address import NameAddr, SipParseError, SipUri, Target
+from sipbridge.sip.address import NameAddr, SipParseError, SipUri, Target, format_host
 from sipbridge.sip.auth import ClientAuth
 from sipbridge.sip.dialog import Dialog, DialogError
 from sipbridge.sip.message import (
@@ -104,8 +111,7 @@ class CallTimers:
 
 
 def is_ip_literal(host: str) -> bool:
-    import ipaddress
-
+    """Whether ``host`` is an IPv4 or IPv6 address (brackets allowed), not a name."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -153,8 +159,15 @@ class OutboundCall:
         self._reinvite_txn: ClientTransaction | None = None
         self._reinvite_direction: str | None = None
         self._reinvite_retry_at: float | None = None
+        self._reinvite_retry_method = "INVITE"
+        # Our offer before the re-offer in flight, restored if the peer refuses it (§14.1).
+        self._offer_before: SessionDescription | None = None
+        # The ACK of the last 2xx to a re-INVITE, re-sent for its retransmissions.
+        self._reinvite_ack: SipRequest | None = None
         self._info_txn: ClientTransaction | None = None
         self._dtmf_queue: list[str] = []
+        # The invite timeout while no final response came; after a CANCEL, the 64*T1
+        # after which the INVITE is given up (§9.1).
         self._invite_deadline: float | None = None
         self._refresh_at: float | None = None
         self._expire_at: float | None = None
@@ -162,6 +175,8 @@ class OutboundCall:
         self._ok_retransmitter: TwoHundredRetransmitter | None = None
         self._ok_target: Target | None = None
         self._awaiting_ack_answer = False
+        # What the call ends with once the BYE we sent completes.
+        self._pending_end: tuple[CallStatus, int | None, str] | None = None
         self._ended = False
         self._events: list[CallEvent] = []
 
@@ -233,6 +248,8 @@ class OutboundCall:
             headers.add(name, value)
         headers.add("Content-Type", SDP)
         self._invite = SipRequest(headers=headers, body=body, method="INVITE", uri=self.callee_uri)
+        # A provisional to an earlier (challenged) INVITE does not allow CANCEL of this one.
+        self._provisional = False
         self._invite_txn = self.ua.send_request(self, self._invite, account.proxy, now)
 
     def _send_cancel(self, now: float) -> None:
@@ -251,6 +268,8 @@ class OutboundCall:
         headers.add("CSeq", str(CSeq(invite.cseq.seq, "CANCEL")))
         cancel = SipRequest(headers=headers, method="CANCEL", uri=invite.uri)
         self.ua.send_request(self, cancel, self._invite_txn.target, now, keep_via=True)
+        # §9.1: without a final response 64*T1 after the CANCEL, the INVITE is given up.
+        self._invite_deadline = now + 64 * self.ua.timers.t1
 
     def _dialog_target(self) -> Target:
         """Next hop of an in-dialog request: first route, else the remote target (§12.2.1.1)."""
@@ -313,15 +332,37 @@ class OutboundCall:
         self._refresh_at = self._expire_at = None
         self._bye_txn = self._in_dialog("BYE", now)
 
+    def _can_reoffer(self) -> bool:
+        return (
+            self.dialog is not None
+            and not self.dialog.early
+            and not self._ended
+            and self._bye_txn is None
+        )
+
     def _start_reinvite(self, direction: str, now: float) -> bool:
-        if self.dialog is None or self.dialog.early or self._ended or self._bye_txn is not None:
+        if not self._can_reoffer():
             return False
-        if self._reinvite_txn is not None:
-            self._reinvite_direction = direction  # applied when the current one completes
-            return True
         self._reinvite_direction = direction
-        self._sdp_version += 1
-        self._offer = with_direction(self._offer, direction, self._sdp_version)
+        if self._reinvite_txn is None and self._reinvite_retry_at is None:
+            self._send_reoffer(now)
+        # else: sent when the pending re-INVITE completes (§14.1: one at a time)
+        return True
+
+    def _offer_direction(self) -> str:
+        """The direction of our last offer (``sendonly`` while we hold the call)."""
+        return next((m.direction for m in self._offer.media if m.port != 0), "sendrecv")
+
+    def _send_reoffer(self, now: float) -> None:
+        """re-INVITE with our offer in the wanted direction (RFC 3264 §8)."""
+        self._reinvite_retry_at = None
+        direction = self._reinvite_direction or self._offer_direction()
+        if direction != self._offer_direction() or self._sdp_version != self._offer.session_version:
+            # Changed, or we sent an answer since: a new o= version (RFC 3264 §8).
+            self._sdp_version += 1
+            if self._offer_before is None:  # else a retry (491): keep the agreed one
+                self._offer_before = self._offer
+            self._offer = with_direction(self._offer, direction, self._sdp_version)
         self._reinvite_txn = self._in_dialog(
             "INVITE",
             now,
@@ -329,23 +370,18 @@ class OutboundCall:
             content_type=SDP,
             extra=self._session_timer_headers("uac"),
         )
-        return True
 
     def _refresh_session(self, now: float) -> None:
-        if self.dialog is None or self._reinvite_txn is not None:
+        if not self._can_reoffer():
             return
+        if self._reinvite_txn is not None or self._reinvite_retry_at is not None:
+            return  # the pending re-INVITE refreshes the session as well
         if self._peer_allows_update:
             self._reinvite_txn = self._in_dialog(
                 "UPDATE", now, extra=self._session_timer_headers("uac")
             )
         else:
-            self._reinvite_txn = self._in_dialog(
-                "INVITE",
-                now,
-                body=self._offer.to_bytes(),
-                content_type=SDP,
-                extra=self._session_timer_headers("uac"),
-            )
+            self._send_reoffer(now)
 
     def _session_timer_headers(self, refresher: str) -> list[tuple[str, str]]:
         if not self._session_expires:
@@ -370,20 +406,31 @@ class OutboundCall:
 
     # -- responses -------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: SipResponse, now: float) -> None:
+        status = response.status
         if txn is self._invite_txn:
             self._on_invite_response(response, now)
         elif txn is self._bye_txn:
-            if response.status >= 200 and response.status not in (401, 407):
-                self._finish_bye()
-            elif response.status in (401, 407) and self._challenge(response):
+            if status < 200:
+                return
+            if status in (401, 407) and self._challenge(response):
                 self._bye_txn = self._in_dialog("BYE", now)
+            else:  # any final answer, a refused challenge included, ends the call (§15.1.1)
+                self._finish_bye()
         elif txn is self._reinvite_txn:
             self._on_reinvite_response(txn, response, now)
-        elif txn is self._info_txn and response.status >= 200:
+        elif txn is self._info_txn and status >= 200:
             self._info_txn = None
-            if response.status in (401, 407) and self._challenge(response):
+            if status in (401, 407) and self._challenge(response):
                 self._dtmf_queue.insert(0, txn.request.body.decode().split("\r\n")[0][7:])
             self._next_info(now)
+        elif 200 <= status < 300 and response.cseq.method == "INVITE":
+            self._reack(response)
+
+    def _reack(self, response: SipResponse) -> None:
+        """A retransmitted 2xx to one of our re-INVITEs: its ACK was lost (§13.2.2.4)."""
+        ack = self._reinvite_ack
+        if ack is not None and self.dialog is not None and ack.cseq.seq == response.cseq.seq:
+            self.ua.send_stateless(ack, self._dialog_target())
 
     def _challenge(self, response: SipResponse) -> bool:
         header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
@@ -391,7 +438,8 @@ class OutboundCall:
 
     def _on_invite_response(self, response: SipResponse, now: float) -> None:
         status = response.status
-        self.sip_status = status
+        if not self._ended:  # a late 487 must not overwrite the 408 of the invite timeout
+            self.sip_status = status
         if status < 200:
             self._on_provisional(response, now)
         elif status < 300:
@@ -402,11 +450,11 @@ class OutboundCall:
 
     def _on_provisional(self, response: SipResponse, now: float) -> None:
         status = response.status
-        if status > 100:
-            self._provisional = True
-        if status == 100:
-            # Only a 100 from the far end proves nothing; still it allows CANCEL (§9.1).
-            self._provisional = True
+        # Any provisional, 100 included, allows CANCEL (§9.1).
+        self._provisional = True
+        if self._ended:
+            pass
+        elif status == 100:
             if self.status is CallStatus.PENDING:
                 self._set_status(CallStatus.TRYING)
         elif status == 183:
@@ -420,6 +468,8 @@ class OutboundCall:
 
     def _on_invite_2xx(self, response: SipResponse, now: float) -> None:
         assert self._invite is not None
+        # Answered: neither the invite timeout nor the CANCEL give-up applies any more.
+        self._invite_deadline = None
         to_tag = response.to.tag
         if self.dialog is not None and not self.dialog.early:
             if to_tag == self.dialog.remote_tag:
@@ -458,18 +508,22 @@ class OutboundCall:
     def _ack_and_bye_fork(self, response: SipResponse, now: float) -> None:
         """A 2xx from a second fork: confirm, then end that dialog at once (§13.2.2.4)."""
         assert self._invite is not None
-        fork = Dialog.from_response(self._invite, response)
-        uri = fork.next_hop_uri()
+        try:
+            fork = Dialog.from_response(self._invite, response)
+            uri = fork.next_hop_uri()
+        except (DialogError, SipParseError) as exc:
+            log.warning("call %s: unusable 2xx from another fork: %s", self.call_id, exc)
+            return
         target = (
-            Target(uri.transport or self.account.transport, uri.host, uri.port or 5060)
+            Target(uri.transport or self.account.transport, uri.host.strip("[]"), uri.port or 5060)
             if is_ip_literal(uri.host)
             else self.account.proxy
         )
         ack = fork.create_request("ACK", via=self.ua.via(target.transport), cseq=response.cseq.seq)
         self.ua.send_stateless(ack, target)
+        # Through a transaction, so that the BYE is retransmitted; its answer is ignored.
         bye = fork.create_request("BYE", via=self.ua.via(target.transport))
-        self.ua.send_stateless(bye, target)
-        del now
+        self.ua.send_request(self, bye, target, now)
 
     def _on_invite_failure(self, response: SipResponse, now: float) -> None:
         status = response.status
@@ -492,17 +546,21 @@ class OutboundCall:
     def _on_reinvite_response(
         self, txn: ClientTransaction, response: SipResponse, now: float
     ) -> None:
+        """The answer to our re-INVITE or UPDATE (hold, unhold, session refresh)."""
         status = response.status
         if status < 200:
             return
         self._reinvite_txn = None
-        if txn.request.method == "INVITE" and 200 <= status < 300 and self.dialog is not None:
-            target = self._dialog_target()
-            ack = self.dialog.create_request(
-                "ACK", via=self.ua.via(target.transport), cseq=response.cseq.seq
-            )
-            self.ua.send_stateless(ack, target)
+        method = txn.request.method
         if 200 <= status < 300:
+            self._offer_before = None
+            if method == "INVITE" and self.dialog is not None:
+                target = self._dialog_target()
+                ack = self.dialog.create_request(
+                    "ACK", via=self.ua.via(target.transport), cseq=response.cseq.seq
+                )
+                self._reinvite_ack = ack
+                self.ua.send_stateless(ack, target)
             self._arm_session_timer(response.headers.get("Session-Expires"), now, we_are="uac")
             if response.body:
                 try:
@@ -513,29 +571,39 @@ class OutboundCall:
                 except SdpError as exc:
                     log.warning("call %s: bad SDP in re-INVITE answer: %s", self.call_id, exc)
             if txn.request.body:
-                wanted = (
-                    CallStatus.HOLD
-                    if self._reinvite_direction == "sendonly"
-                    else CallStatus.ESTABLISHED
-                )
-                self._set_status(wanted, status, None)
-        elif status in (401, 407) and self._challenge(response):
+                if self._offer_direction() in ("sendonly", "inactive"):
+                    self._set_status(CallStatus.HOLD, status, None)
+                elif self.negotiated is not None and _held_by_peer(self.negotiated):
+                    self._set_status(CallStatus.HOLD, status, "Held by peer")
+                else:
+                    self._set_status(CallStatus.ESTABLISHED, status, None)
+            self._after_reinvite(now)
+            return
+        if status in (401, 407) and self._challenge(response):
             self._resend_reinvite(txn, now)
             return
-        elif status in (408, 481):
+        if status in (408, 481):
+            # The dialog is gone (§14.1, §12.2.1.2).
             self._send_bye(now, CallStatus.FAILED, response.reason or "Failed by error", status)
             return
-        elif status == 491:
+        if status == 491:
             # Glare: we own the Call-ID, so retry after 2.1-4 s (§14.1).
             self._reinvite_retry_at = now + random.uniform(2.1, 4.0)
+            self._reinvite_retry_method = method
             return
-        elif status == 422:
+        if status == 422:
             min_se = (response.headers.get("Min-SE") or "").split(";")[0].strip()
             if min_se.isdigit():
                 self._session_expires = max(self._session_expires, int(min_se))
                 self._resend_reinvite(txn, now)
                 return
-        self._after_reinvite(now)
+        # Refused: the session stays as it was before the offer (§14.1).
+        if self._offer_before is not None:
+            self._offer = self._offer_before
+            self._offer_before = None
+            self._reinvite_direction = None  # our hold/unhold was refused: do not insist
+        else:
+            self._after_reinvite(now)
 
     def _resend_reinvite(self, txn: ClientTransaction, now: float) -> None:
         request = txn.request
@@ -548,10 +616,10 @@ class OutboundCall:
         )
 
     def _after_reinvite(self, now: float) -> None:
+        """Send a hold/unhold that was asked for while another re-INVITE was pending."""
         wanted = self._reinvite_direction
-        current = CallStatus.HOLD if self.status is CallStatus.HOLD else CallStatus.ESTABLISHED
-        if wanted is not None and (wanted == "sendonly") != (current is CallStatus.HOLD):
-            self._start_reinvite(wanted, now)
+        if wanted is not None and wanted != self._offer_direction() and self._can_reoffer():
+            self._send_reoffer(now)
 
     def on_timeout(self, txn: ClientTransaction, now: float) -> None:
         if txn is self._invite_txn:
@@ -579,13 +647,19 @@ class OutboundCall:
         elif txn is self._reinvite_txn:
             self._reinvite_txn = None
             self._send_bye(now, CallStatus.FAILED, "Failed by error", 503)
+        elif txn is self._info_txn:
+            self._info_txn = None
+            self._next_info(now)
 
     def on_stray_response(self, response: SipResponse, now: float) -> None:
         """A 2xx retransmission after the INVITE transaction ended: ACK it again."""
         if response.status // 100 == 2 and response.cseq.method == "INVITE":
             if self.dialog is not None and response.to.tag == self.dialog.remote_tag:
-                if self._ack is not None:
-                    self.ua.send_stateless(self._ack, self._dialog_target())
+                ack = self._ack
+                if ack is not None and ack.cseq.seq == response.cseq.seq:
+                    self.ua.send_stateless(ack, self._dialog_target())
+                else:
+                    self._reack(response)
             elif self._invite is not None and response.cseq.seq == self._invite.cseq.seq:
                 self._ack_and_bye_fork(response, now)
 
@@ -649,7 +723,12 @@ class OutboundCall:
             try:
                 remote = SessionDescription.parse(request.body)
                 self._sdp_version += 1
-                config = replace(self.media, session_version=self._sdp_version)
+                # Answer within our own direction: a call we hold stays held (RFC 3264 §8.4).
+                config = replace(
+                    self.media,
+                    session_version=self._sdp_version,
+                    direction=self._offer_direction(),
+                )
                 answer, negotiated = answer_offer(remote, config, self.negotiated)
             except SdpError as exc:
                 self.ua.respond(
@@ -684,19 +763,20 @@ class OutboundCall:
             self._ok_retransmitter.start(now)
 
     def _update_hold_from_peer(self, negotiated: NegotiatedSession) -> None:
-        directions = {s.direction for s in (negotiated.audio, negotiated.video) if s is not None}
-        on_hold = bool(directions) and directions <= {"sendonly", "inactive"}
+        on_hold = _held_by_peer(negotiated)
         if on_hold and self.status is CallStatus.ESTABLISHED:
             self._set_status(CallStatus.HOLD, self.sip_status, "Held by peer")
         elif (
             not on_hold
             and self.status is CallStatus.HOLD
-            and self._reinvite_direction != "sendonly"
+            and self._offer_direction() not in ("sendonly", "inactive")
         ):
             self._set_status(CallStatus.ESTABLISHED, self.sip_status, None)
 
     def _on_ack(self, request: SipRequest) -> None:
         if self._ok_retransmitter is not None:
+            if not self._ok_retransmitter.matches_ack(request):
+                return  # a late ACK of an earlier 2xx (§13.3.1.4: same CSeq number)
             self._ok_retransmitter.ack_received()
             self._ok_retransmitter = None
         if self._awaiting_ack_answer and request.body:
@@ -711,11 +791,14 @@ class OutboundCall:
         content_type = (request.headers.get("Content-Type") or "").lower()
         if "dtmf-relay" not in content_type:
             return
-        fields = dict(
-            line.split("=", 1)
-            for line in request.body.decode(errors="replace").splitlines()
-            if "=" in line
-        )
+        fields = {
+            name.strip(): value
+            for name, _, value in (
+                line.partition("=")
+                for line in request.body.decode(errors="replace").splitlines()
+                if "=" in line
+            )
+        }
         signal = fields.get("Signal", "").strip()
         duration = fields.get("Duration", "").strip()
         if signal:
@@ -765,18 +848,10 @@ class OutboundCall:
                 self._ok_retransmitter = None
                 self._send_bye(now, CallStatus.FAILED, "Failed by request timeout", 408)
                 return
-        if (
-            self._invite_txn is not None
-            and self._invite_deadline is not None
-            and now >= self._invite_deadline
-        ):
+        if self._invite_deadline is not None and now >= self._invite_deadline:
             self._invite_deadline = None
-            log.info("call %s: no answer in %.0f s", self.call_id, self.timers.invite_timeout)
-            self._cancel_wanted = True
-            self._timeout_cancel = True
-            if self._provisional:
-                self._send_cancel(now)
-            self._end(CallStatus.FAILED, 408, "Failed by request timeout", keep_session=True)
+            if self._invite_txn is not None and self.dialog is None:
+                self._on_invite_deadline(now)
         if self._refresh_at is not None and now >= self._refresh_at:
             self._refresh_at = None
             self._refresh_session(now)
@@ -785,17 +860,29 @@ class OutboundCall:
             self._send_bye(now, CallStatus.FAILED, "Failed by session timer expiry", 408)
         if self._reinvite_retry_at is not None and now >= self._reinvite_retry_at:
             self._reinvite_retry_at = None
-            if self._reinvite_direction is not None:
-                self._reinvite_txn = None
-                direction = self._reinvite_direction
-                self._reinvite_direction = None
-                self._start_reinvite(direction, now)
+            if self._reinvite_txn is None and self._can_reoffer():
+                if self._reinvite_retry_method == "UPDATE":
+                    self._refresh_session(now)
+                else:
+                    self._send_reoffer(now)
+
+    def _on_invite_deadline(self, now: float) -> None:
+        if self._cancelled:
+            # §9.1: 64*T1 after our CANCEL and still no final response: give the INVITE up.
+            log.info("call %s: no final response after CANCEL", self.call_id)
+            self._invite_txn = None
+            self._end(CallStatus.FINISH, None, NORMAL_CLEARING)
+            return
+        log.info("call %s: no answer in %.0f s", self.call_id, self.timers.invite_timeout)
+        self._cancel_wanted = True
+        if self._provisional:
+            self._send_cancel(now)
+        # The session stays until the INVITE transaction ends: a 2xx may still come (§15).
+        self._end(CallStatus.FAILED, 408, "Failed by request timeout", keep_session=True)
 
     # -- endings -----------------------------------------------------------------
     def _finish_bye(self) -> None:
-        status, sip_status, info = getattr(
-            self, "_pending_end", (CallStatus.FINISH, None, NORMAL_CLEARING)
-        )
+        status, sip_status, info = self._pending_end or (CallStatus.FINISH, None, NORMAL_CLEARING)
         self._end(status, sip_status if sip_status is not None else self.sip_status, info)
 
     def _end(
@@ -806,13 +893,15 @@ class OutboundCall:
         *,
         keep_session: bool = False,
     ) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self._refresh_at = self._expire_at = self._reinvite_retry_at = None
-        self._ok_retransmitter = None
-        self._set_status(status, sip_status, info)
+        if not self._ended:
+            self._ended = True
+            self._refresh_at = self._expire_at = self._reinvite_retry_at = None
+            self._ok_retransmitter = None
+            self._set_status(status, sip_status, info)
         if not keep_session:
+            # Also when already ended with keep_session (invite timeout): this is the
+            # later end of the INVITE transaction, and the session must go.
+            self._invite_deadline = None
             self.ua.remove_session(self)
 
     def _set_status(
@@ -827,6 +916,12 @@ class OutboundCall:
         self._events.append(StatusChanged(status, self.sip_status, info))
 
 
+def _held_by_peer(negotiated: NegotiatedSession) -> bool:
+    """Whether the peer's SDP stops its receiving on every stream (RFC 3264 §8.4)."""
+    directions = {s.direction for s in (negotiated.audio, negotiated.video) if s is not None}
+    return bool(directions) and directions <= {"sendonly", "inactive"}
+
+
 def callee_uri(callee: str, domain: str, port: int | None = None) -> str:
     """The Request-URI for a WCS ``callee``: a user part, ``user@host`` or a SIP URI."""
     callee = callee.strip()
@@ -836,7 +931,8 @@ def callee_uri(callee: str, domain: str, port: int | None = None) -> str:
         callee = callee[4:]
     if "@" in callee:
         return str(SipUri.parse(f"sip:{callee}"))
-    host = f"{domain}:{port}" if port not in (None, 5060) else domain
+    host = format_host(domain)
+    host = f"{host}:{port}" if port not in (None, 5060) else host
     return str(SipUri.parse(f"sip:{callee}@{host}"))
 
 

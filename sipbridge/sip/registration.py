@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from sipbridge.sip.account import SipAccount
-from sipbridge.sip.address import NameAddr, SipParseError, Target
+from sipbridge.sip.address import NameAddr, SipParseError, SipUri, Target
 from sipbridge.sip.auth import ClientAuth
 from sipbridge.sip.message import (
     CSeq,
@@ -80,6 +80,9 @@ class Registration:
         self._refresh_at: float | None = None
         self._events: list[RegistrationEvent] = []
         self._requested = expires
+        # The REGISTER in flight: answers to an earlier one (a removal sent while the
+        # first REGISTER was pending) must not be taken for its answer.
+        self._txn: ClientTransaction | None = None
 
     # -- control -------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -103,8 +106,9 @@ class Registration:
     # -- Session protocol ----------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: SipResponse, now: float) -> None:
         status = response.status
-        if status < 200:
+        if status < 200 or txn is not self._txn:
             return
+        self._txn = None
         if status in (401, 407):
             header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
             if self._auth.on_challenge(status, response.headers.get_all(header)):
@@ -113,7 +117,9 @@ class Registration:
         elif status == 423:
             min_expires = response.headers.get("Min-Expires", "")
             if min_expires and min_expires.isdigit() and int(min_expires) > self._requested:
-                self._send(int(min_expires), now)
+                # Refreshes must ask for at least this much too, or each earns a 423.
+                self.expires = int(min_expires)
+                self._send(self.expires, now)
                 return
         elif 200 <= status < 300:
             self._auth.reset_failures()
@@ -122,10 +128,14 @@ class Registration:
         self._on_failure(status, response.reason, now)
 
     def on_timeout(self, txn: ClientTransaction, now: float) -> None:
-        self._on_failure(408, "Request Timeout", now)
+        if txn is self._txn:
+            self._txn = None
+            self._on_failure(408, "Request Timeout", now)
 
     def on_transport_error(self, txn: ClientTransaction, reason: str, now: float) -> None:
-        self._on_failure(503, f"transport error: {reason}", now)
+        if txn is self._txn:
+            self._txn = None
+            self._on_failure(503, f"transport error: {reason}", now)
 
     def on_request(
         self, txn: ServerTransaction | None, request: SipRequest, source: Target, now: float
@@ -167,17 +177,25 @@ class Registration:
         for name, value in self._auth.authorization_headers("REGISTER", uri):
             headers.add(name, value)
         request = SipRequest(headers=headers, method="REGISTER", uri=uri)
-        self.ua.send_request(self, request, account.proxy, now)
+        self._txn = self.ua.send_request(self, request, account.proxy, now)
 
     def _granted_expiry(self, response: SipResponse) -> int:
-        ours = self.ua.contact(self.account.login, self.account.transport).strip("<>")
+        ours = SipUri.parse(self.ua.contact(self.account.login, self.account.transport)[1:-1])
         for value in response.headers.get_all("Contact"):
             try:
                 contact = NameAddr.parse(value)
+                uri = contact.sip_uri
             except SipParseError:
                 continue
             expires = contact.params.get("expires")
-            if contact.uri == ours and expires and expires.isdigit():
+            # Registrars may add URI parameters or change case (§19.1.4): compare the
+            # parts that identify the binding.
+            same = (uri.user, uri.host.lower(), uri.port) == (
+                ours.user,
+                ours.host.lower(),
+                ours.port,
+            )
+            if same and expires and expires.isdigit():
                 return int(expires)
         header = response.headers.get("Expires", "")
         return int(header) if header and header.isdigit() else self._requested

@@ -37,6 +37,7 @@ from sipbridge.sip.message import (
     SipRequest,
     SipResponse,
     generate_branch,
+    generate_tag,
     make_response,
 )
 from sipbridge.sip.transaction import (
@@ -128,10 +129,17 @@ class UserAgent:
         self._sessions[session.call_id] = session
 
     def remove_session(self, session: Session) -> None:
+        """Forget a finished session and abandon its pending client transactions.
+
+        Transactions that already have their final response (INVITE in ACCEPTED or
+        COMPLETED, non-INVITE in COMPLETED) run on to their own end: they absorb
+        retransmitted responses and re-send the ACK of a non-2xx (§17.1.1.2).
+        """
         if self._sessions.get(session.call_id) is session:
             del self._sessions[session.call_id]
-        for key in [k for k, (_, s) in self._clients.items() if s is session]:
-            del self._clients[key]
+        for key, (txn, owner) in list(self._clients.items()):
+            if owner is session and txn.state not in (State.ACCEPTED, State.COMPLETED):
+                del self._clients[key]
 
     @property
     def session_count(self) -> int:
@@ -243,8 +251,13 @@ class UserAgent:
     # -- routing -------------------------------------------------------------
     def _receive_response(self, response: SipResponse, now: float) -> None:
         via = response.top_via
-        if via.host != self.local.advertised_host and via.host != self.local.host:
+        ours = {
+            format_host(self.local.advertised_host).lower(),
+            format_host(self.local.host).lower(),
+        }
+        if format_host(via.host).lower() not in ours:
             log.debug("response for another sent-by %s dropped (§18.1.2)", via.host)
+            return
         entry = self._clients.get(client_key(response))
         if entry is not None:
             txn, session = entry
@@ -295,19 +308,20 @@ class UserAgent:
         self, stxn: ServerTransaction, request: SipRequest, now: float
     ) -> None:
         allow = [("Allow", ALLOWED_METHODS)]
+        tag = generate_tag()  # §8.2.6.2: a final response gets a To tag
         if request.to.tag is not None:
             response = make_response(request, 481)
         elif request.method == "OPTIONS":
             response = make_response(
                 request,
                 200,
-                to_tag=None,
+                to_tag=tag,
                 headers=[*allow, ("Accept", "application/sdp"), ("Supported", SUPPORTED)],
             )
         elif request.method == "INVITE":
-            response = make_response(request, 480, "Incoming Calls Not Supported", to_tag="gw")
+            response = make_response(request, 480, "Incoming Calls Not Supported", to_tag=tag)
         else:
-            response = make_response(request, 405, headers=allow)
+            response = make_response(request, 405, to_tag=tag, headers=allow)
         self.respond(stxn, response, now)
 
     def _pump_client(self, txn: ClientTransaction, session: Session, now: float) -> None:
