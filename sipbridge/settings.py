@@ -231,8 +231,21 @@ class RtpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port_min: Annotated[int, msgspec.Meta(ge=1024, le=65535)] = 20000
     port_max: Annotated[int, msgspec.Meta(ge=1024, le=65535)] = 20999
     inactivity_timeout: Annotated[float, msgspec.Meta(ge=0.0, le=86400.0)] = 30.0
+    jitter_min_delay: Annotated[float, msgspec.Meta(ge=0.0, le=5.0)] = 0.02
+    jitter_max_delay: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 0.5
+    jitter_initial_delay: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 0.06
+    nat_keepalive: bool = True
+    keepalive_interval: Annotated[float, msgspec.Meta(ge=0.5, le=60.0)] = 5.0
+    keyframe_interval: Annotated[float, msgspec.Meta(ge=0.2, le=60.0)] = 1.0
 
     def __post_init__(self) -> None:
+        if not self.jitter_min_delay <= self.jitter_initial_delay <= self.jitter_max_delay:
+            raise _field_error(
+                "jitter_initial_delay",
+                f"must lie within jitter_min_delay..jitter_max_delay "
+                f"({self.jitter_min_delay}..{self.jitter_max_delay}), "
+                f"got {self.jitter_initial_delay}",
+            )
         if self.port_max <= self.port_min:
             raise _field_error(
                 "port_max", f"must be greater than port_min ({self.port_min}), got {self.port_max}"
