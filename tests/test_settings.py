@@ -422,3 +422,11 @@ def test_random_dicts_raise_only_settings_error(data: dict[str, Any]) -> None:
         assert result.sip.t2 >= result.sip.t1
         assert result.rtp.port_min < result.rtp.port_max
         assert result.sip.session_expires >= result.sip.min_se
+
+
+def test_jitter_initial_delay_must_lie_within_min_and_max() -> None:
+    message = str(_error({"rtp": {"jitter_min_delay": 0.1, "jitter_initial_delay": 0.05}}))
+    assert "rtp.jitter_initial_delay" in message
+    assert "0.1..0.5" in message
+    ok = settings_from_dict({"rtp": {"jitter_min_delay": 0.0, "jitter_initial_delay": 0.0}})
+    assert ok.rtp.jitter_initial_delay == 0.0
