@@ -8,9 +8,9 @@
 set -euo pipefail
 
 # Peer packages. Later: nginx libnginx-mod-rtmp ffmpeg chromium chromium-driver tshark ...
-PEER_PACKAGES=(kamailio sip-tester baresip-core)
+PEER_PACKAGES=(kamailio sip-tester baresip-core baresip-ffmpeg baresip-gstreamer ffmpeg)
 # Programs that must be on PATH afterwards (the tests' require_binary names).
-PEER_BINARIES=(kamailio sipp baresip)
+PEER_BINARIES=(kamailio sipp baresip ffmpeg ffprobe)
 # Services the packages above may start by themselves (add nginx with nginx).
 PEER_SERVICES=(kamailio)
 
