@@ -2,9 +2,10 @@
 
 :func:`create_app` mounts each route module under ``/rest-api`` (WCS's prefix;
 clients build ``restUrl + "/call/startup"``). Route modules stay small and sit
-side by side: ``calls.py`` now; ``/push/*``, ``/stream/*``, ``/recorder/*``,
-WHEP and pages join them later. The application owns no resources: the
-gateway's lifetime belongs to whoever created it (the service's lifespan).
+side by side: ``calls.py``, ``streams.py`` (mounted when a stream registry is
+given); ``/push/*``, ``/recorder/*``, WHEP and pages join them later. The
+application owns no resources: the gateway's lifetime belongs to whoever
+created it (the service's lifespan).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from sipbridge.api.auth import BearerAuthMiddleware
 from sipbridge.api.calls import CallRoutes
@@ -25,7 +26,8 @@ from sipbridge.api.errors import (
     http_exception_handler,
     json_response,
 )
-from sipbridge.api.protocol import GatewayAPI
+from sipbridge.api.protocol import GatewayAPI, StreamsAPI
+from sipbridge.api.streams import StreamRoutes
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -48,14 +50,20 @@ def create_app(
     *,
     api_token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    streams: StreamsAPI | None = None,
 ) -> Starlette:
     """The REST API for ``gateway``.
 
     ``api_token``: when set (not ``None``, not ``""``), requests under ``/rest-api``
     (but the health check) need ``Authorization: Bearer <api_token>``.
     ``max_body_bytes``: larger request bodies are answered 413.
+    ``streams``: the stream registry behind ``/stream/*`` (e.g. a
+    :class:`~sipbridge.registry.StreamRegistry`); without it those paths are 404.
     """
     middleware: list[Middleware] = []
+    stream_routes: list[BaseRoute] = []
+    if streams is not None:
+        stream_routes = StreamRoutes(streams, max_body_bytes=max_body_bytes).routes()
     if api_token:
         middleware.append(Middleware(BearerAuthMiddleware, token=api_token))
     app = Starlette(
@@ -65,6 +73,7 @@ def create_app(
                 routes=[
                     Route("/health", health, methods=["GET"]),
                     *CallRoutes(gateway, max_body_bytes=max_body_bytes).routes(),
+                    *stream_routes,
                 ],
             ),
         ],
@@ -75,4 +84,5 @@ def create_app(
         },
     )
     app.state.gateway = gateway
+    app.state.streams = streams
     return app

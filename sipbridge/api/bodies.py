@@ -1,4 +1,4 @@
-"""Request bodies of ``/rest-api/call/*``: msgspec Structs, their decoders, their checks.
+"""Request bodies of ``/rest-api/call/*`` and ``/stream/*``: msgspec Structs, decoders, checks.
 
 Theory of operation
 -------------------
@@ -30,31 +30,40 @@ import msgspec
 from sipbridge.api.protocol import DTMF_METHODS
 from sipbridge.callinfo import CallRequest, CallStatus
 from sipbridge.errors import InvalidRequest
+from sipbridge.registry import StreamStatus
 
 __all__ = [
     "CALL_ID_DECODER",
     "EMPTY_DECODER",
     "FIND_CALLS_DECODER",
+    "FIND_STREAMS_DECODER",
     "MAX_DTMF_DIGITS",
     "SEND_DTMF_DECODER",
     "SIP_TRANSPORTS",
     "START_CALL_DECODER",
+    "STREAM_KEY_DECODER",
     "CallFilter",
     "CallIdBody",
     "EmptyBody",
     "FindCallsBody",
+    "FindStreamsBody",
     "SendDtmfBody",
     "StartCallBody",
+    "StreamFilter",
+    "StreamKeyBody",
     "decode_body",
     "parse_dtmf",
     "parse_dtmf_method",
     "parse_flag",
     "parse_port",
     "parse_status",
+    "parse_stream_status",
     "parse_transport",
     "require_call_id",
     "to_call_filter",
     "to_call_request",
+    "to_stream_filter",
+    "to_stream_key",
 ]
 
 # Limits keep one field from eating the whole body budget; they are far above real use.
@@ -134,6 +143,21 @@ class EmptyBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``/call/find_all``: ``{}`` (an empty body reads as ``{}``)."""
 
 
+class FindStreamsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """``/stream/find``: every given (non-empty) filter must match."""
+
+    name: Text | None = None
+    status: Id | None = None
+    media_session_id: Id | None = None
+
+
+class StreamKeyBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """``/stream/terminate``: ``mediaSessionId`` or ``name`` (at least one)."""
+
+    media_session_id: Id | None = None
+    name: Text | None = None
+
+
 class CallFilter(msgspec.Struct, kw_only=True, frozen=True):
     """The decoded filters of ``/call/find`` (``None``: not filtered on)."""
 
@@ -143,11 +167,21 @@ class CallFilter(msgspec.Struct, kw_only=True, frozen=True):
     status: CallStatus | None = None
 
 
+class StreamFilter(msgspec.Struct, kw_only=True, frozen=True):
+    """The decoded filters of ``/stream/find`` (``None``: not filtered on)."""
+
+    name: str | None = None
+    status: StreamStatus | None = None
+    media_session_id: str | None = None
+
+
 START_CALL_DECODER: Final = msgspec.json.Decoder(StartCallBody)
 CALL_ID_DECODER: Final = msgspec.json.Decoder(CallIdBody)
 FIND_CALLS_DECODER: Final = msgspec.json.Decoder(FindCallsBody)
 SEND_DTMF_DECODER: Final = msgspec.json.Decoder(SendDtmfBody)
 EMPTY_DECODER: Final = msgspec.json.Decoder(EmptyBody)
+FIND_STREAMS_DECODER: Final = msgspec.json.Decoder(FindStreamsBody)
+STREAM_KEY_DECODER: Final = msgspec.json.Decoder(StreamKeyBody)
 
 T = TypeVar("T")
 
@@ -372,3 +406,36 @@ def to_call_filter(body: FindCallsBody) -> CallFilter:
         rtmp_url=_absent(body.rtmp_url),
         status=parse_status(body.status),
     )
+
+
+def parse_stream_status(value: str | None) -> StreamStatus | None:
+    """``status`` filter of ``/stream/find``: a WCS stream status name, any case."""
+    if not value:
+        return None
+    try:
+        return StreamStatus(value.strip().upper())
+    except ValueError:
+        names = ", ".join(status.value for status in StreamStatus)
+        raise InvalidRequest(
+            f"status: expected one of {names}, got {_show(value)}", field="status"
+        ) from None
+
+
+def to_stream_filter(body: FindStreamsBody) -> StreamFilter:
+    """The filters of a ``/stream/find`` body; empty strings are no filter."""
+    return StreamFilter(
+        name=_absent(body.name),
+        status=parse_stream_status(body.status),
+        media_session_id=_absent(body.media_session_id),
+    )
+
+
+def to_stream_key(body: StreamKeyBody) -> tuple[str | None, str | None]:
+    """``(name, media_session_id)`` of a ``/stream/terminate`` body; at least one is set."""
+    name, media_session_id = _absent(body.name), _absent(body.media_session_id)
+    if name is None and media_session_id is None:
+        raise InvalidRequest(
+            "mediaSessionId: required field is missing (give mediaSessionId or name)",
+            field="mediaSessionId",
+        )
+    return name, media_session_id

@@ -1,7 +1,9 @@
 """The gateway as the REST layer sees it.
 
-:class:`GatewayAPI` is the structural type the ``/call/*`` handlers drive.
-``sipbridge.gateway.Gateway`` implements it; the tests drive a fake. Keeping
+:class:`GatewayAPI` is the structural type the ``/call/*`` handlers drive;
+:class:`StreamsAPI` the one the ``/stream/*`` handlers drive.
+``sipbridge.gateway.Gateway`` implements the first,
+``sipbridge.registry.StreamRegistry`` the second; the tests drive fakes. Keeping
 the REST layer on a Protocol (not the concrete class) keeps the import graph
 one-way (api -> gateway, never back) and lets the handlers be tested without
 sockets.
@@ -12,8 +14,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
+from sipbridge.registry import StreamInfo, StreamStatus
 
-__all__ = ["DTMF_METHODS", "GatewayAPI"]
+__all__ = ["DTMF_METHODS", "GatewayAPI", "StreamsAPI"]
 
 # The DTMF transports WCS's ``/call/send_dtmf`` names in its ``type`` field.
 DTMF_METHODS = ("RFC2833", "INFO")
@@ -72,5 +75,35 @@ class GatewayAPI(Protocol):
         """Send DTMF ``digits`` by ``method`` (one of :data:`DTMF_METHODS`).
 
         ``NotSupported`` when the method is not available for this call.
+        """
+        ...
+
+
+class StreamsAPI(Protocol):
+    """What ``/rest-api/stream/*`` needs: the stream registry's REST face.
+
+    Errors as for :class:`GatewayAPI` (``NotFound`` 404, ``InvalidRequest`` 400).
+    """
+
+    def find_streams(
+        self,
+        *,
+        name: str | None = None,
+        status: StreamStatus | None = None,
+        media_session_id: str | None = None,
+    ) -> list[StreamInfo]:
+        """Streams (live, and ended ones still kept) matching every given filter."""
+        ...
+
+    def all_streams(self) -> list[StreamInfo]:
+        """Every stream the registry keeps."""
+        ...
+
+    async def terminate_stream(
+        self, *, name: str | None = None, media_session_id: str | None = None
+    ) -> StreamInfo:
+        """Stop a stream (``STOPPED``; its call is hung up); ``NotFound`` when none matches.
+
+        A stream that has already ended answers its final :class:`StreamInfo`.
         """
         ...

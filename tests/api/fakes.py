@@ -1,15 +1,17 @@
-"""An in-memory :class:`~sipbridge.api.protocol.GatewayAPI` for the REST tests.
+"""In-memory ``GatewayAPI`` and ``StreamsAPI`` (:mod:`sipbridge.api.protocol`) for the REST tests.
 
 It keeps calls as :class:`CallInfo` objects, records what it was asked, and
 follows the contract's rules (409 on a reused callId or stream name, 404 on an
-unknown id, hold only when ESTABLISHED, ...). ``fail_with`` makes the next
-call of any method raise the given exception, to test the error mapping.
+unknown id, hold only when ESTABLISHED, ...). :class:`FakeStreams` keeps
+streams as :class:`StreamInfo` objects. ``fail_with`` makes the next call of
+any method raise the given exception, to test the error mapping.
 """
 
 from __future__ import annotations
 
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.errors import Conflict, NotFound, NotSupported
+from sipbridge.registry import StreamInfo, StreamStatus, TrackStats
 
 
 class FakeGateway:
@@ -123,3 +125,84 @@ class FakeGateway:
             raise NotSupported("DTMF by RFC2833 is not supported yet", field="type")
         self.dtmf_sent.append((call_id, digits, method))
         return info
+
+
+class FakeStreams:
+    """Structurally a ``StreamsAPI``; no media."""
+
+    def __init__(self) -> None:
+        self.streams: list[StreamInfo] = []
+        self.find_filters: list[dict[str, object]] = []
+        self.terminated: list[tuple[str | None, str | None]] = []
+        self.fail_with: BaseException | None = None
+
+    def _maybe_fail(self) -> None:
+        if self.fail_with is not None:
+            exc, self.fail_with = self.fail_with, None
+            raise exc
+
+    def add_stream(
+        self,
+        name: str,
+        status: StreamStatus = StreamStatus.PUBLISHING,
+        *,
+        media_session_id: str | None = None,
+        call_id: str | None = None,
+        tracks: list[TrackStats] | None = None,
+    ) -> StreamInfo:
+        """Put a stream straight into a state (tests set the scene with it)."""
+        info = StreamInfo(
+            media_session_id=media_session_id or f"msid-{len(self.streams) + 1}",
+            name=name,
+            status=status,
+            call_id=call_id,
+            published=status is StreamStatus.PUBLISHING,
+            created_at=1_700_000_000_000,
+            tracks=tracks or [],
+            av_offset_ms=None,
+            subscribers=0,
+        )
+        self.streams.append(info)
+        return info
+
+    def find_streams(
+        self,
+        *,
+        name: str | None = None,
+        status: StreamStatus | None = None,
+        media_session_id: str | None = None,
+    ) -> list[StreamInfo]:
+        self._maybe_fail()
+        self.find_filters.append(
+            {"name": name, "status": status, "media_session_id": media_session_id}
+        )
+        return [
+            info
+            for info in self.streams
+            if (name is None or info.name == name)
+            and (status is None or info.status == status)
+            and (media_session_id is None or info.media_session_id == media_session_id)
+        ]
+
+    def all_streams(self) -> list[StreamInfo]:
+        self._maybe_fail()
+        return list(self.streams)
+
+    async def terminate_stream(
+        self, *, name: str | None = None, media_session_id: str | None = None
+    ) -> StreamInfo:
+        self._maybe_fail()
+        self.terminated.append((name, media_session_id))
+        for info in reversed(self.streams):
+            if (name is None or info.name == name) and (
+                media_session_id is None or info.media_session_id == media_session_id
+            ):
+                if not info.status.is_final:
+                    info.status = StreamStatus.STOPPED
+                    info.published = False
+                return info
+        if media_session_id is not None:
+            raise NotFound(
+                f"no stream with mediaSessionId {media_session_id!r}", field="mediaSessionId"
+            )
+        raise NotFound(f"no stream named {name!r}", field="name")
