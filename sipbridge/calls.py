@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.ports import PortPair
+from sipbridge.registry import Stream
 from sipbridge.sip.invite import DtmfReceived, MediaUpdated, OutboundCall, StatusChanged
 from sipbridge.sip.registration import Registration, RegistrationState
 from sipbridge.sip.sdp import NegotiatedSession
@@ -50,6 +51,7 @@ class Call:
         self.registration: Registration | None = None
         self.ports: dict[str, PortPair] = {}
         self.negotiated: NegotiatedSession | None = None
+        self.stream: Stream | None = None
         self.dtmf_received: list[str] = []
         self.history: list[StatusRecord] = [StatusRecord(self.status, None, None, time.time())]
         self.task: asyncio.Task[None] | None = None

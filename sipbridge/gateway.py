@@ -23,6 +23,7 @@ from sipbridge.calls import Call
 from sipbridge.errors import Conflict, InvalidRequest, NotFound, NotSupported
 from sipbridge.logs import register_secret
 from sipbridge.ports import PortRangeExhausted, RtpPortAllocator
+from sipbridge.registry import Stream, StreamRegistry, StreamStatus
 from sipbridge.settings import Settings, parse_outbound_proxy
 from sipbridge.signaling import SipEndpoint
 from sipbridge.sip.account import SipAccount
@@ -50,10 +51,12 @@ class Gateway:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._calls: dict[str, Call] = {}
+        self.streams = StreamRegistry(keyframe_interval=self.settings.rtp.keyframe_interval)
         self._endpoint = SipEndpoint(self.settings.sip, on_activity=self._dispatch)
         rtp = self.settings.rtp
         self._ports = RtpPortAllocator(self._media_bind_host(), rtp.port_min, rtp.port_max)
         self._started = False
+        self._background: set[asyncio.Future[CallInfo]] = set()
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -112,14 +115,18 @@ class Gateway:
         existing = self._calls.get(request.call_id)
         if existing is not None and not existing.is_final:
             raise Conflict(f"callId {request.call_id!r} is in use", field="callId")
-        stream = request.to_stream or request.call_id
-        for other in self._calls.values():
-            if not other.is_final and other.stream_name == stream:
-                raise Conflict(f"stream name {stream!r} is in use", field="toStream")
+        stream_name = request.to_stream or request.call_id
+        try:
+            stream = self.streams.reserve(
+                stream_name, call_id=request.call_id, on_terminate=self._on_stream_terminated
+            )
+        except Conflict as exc:
+            raise Conflict(exc.message, field="toStream") from None
         if request.sip_password:
             register_secret(request.sip_password)
         domain = request.sip_domain or self.settings.sip.default_domain
-        call = Call(request, caller=f"{request.sip_login}@{domain}", stream_name=stream)
+        call = Call(request, caller=f"{request.sip_login}@{domain}", stream_name=stream_name)
+        call.stream = stream
         self._calls[request.call_id] = call
         call.task = asyncio.create_task(self._run_call(call), name=f"call-{request.call_id}")
         return call
@@ -224,6 +231,14 @@ class Gateway:
             raise InvalidRequest(
                 f"callee is not a valid SIP address: {exc}", field="callee"
             ) from None
+
+    def _on_stream_terminated(self, stream: Stream) -> None:
+        """``/stream/terminate`` of a call's stream hangs the call up."""
+        call = self._calls.get(stream.call_id or "")
+        if call is not None and not call.is_final:
+            task = asyncio.ensure_future(self.terminate_call(call.call_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _dispatch(self) -> None:
         for call in self._calls.values():
@@ -335,6 +350,12 @@ class Gateway:
             log.exception("call %s failed", call.call_id)
             call.set_status(CallStatus.FAILED, None, "Failed by error")
         finally:
+            if call.stream is not None:
+                call.stream.end(
+                    StreamStatus.FAILED
+                    if call.status is CallStatus.FAILED
+                    else StreamStatus.UNPUBLISHED
+                )
             for pair in call.ports.values():
                 self._ports.release(pair)
             call.ports.clear()

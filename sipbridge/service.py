@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def build_app(gateway: Gateway, settings: Settings) -> Starlette:
     """The REST app whose lifespan starts and stops ``gateway``."""
-    app = create_app(gateway, api_token=settings.http.api_token)
+    app = create_app(gateway, api_token=settings.http.api_token, streams=gateway.streams)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

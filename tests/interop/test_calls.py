@@ -134,3 +134,31 @@ def test_bad_requests_leave_the_gateway_running(gateway: GatewayProcess, tmp_pat
     assert gateway.post("/call/terminate", {"callId": "nope"}).status_code == 404
     assert gateway.post("/call/find", {"callId": "nope"}).status_code == 404
     assert gateway.post("/call/find_all", {}).status_code in (200, 404)
+
+
+def test_stream_is_reserved_and_terminating_it_hangs_up(
+    gateway: GatewayProcess, peers: PeerSet
+) -> None:
+    callee = peers.sipp("uas_answer_wait_bye.xml")
+    body = startup_body("stream-owner", callee, toStream="shared-name")
+    assert gateway.post("/call/startup", body).status_code == 200
+    gateway.wait_status("stream-owner", {"ESTABLISHED"})
+
+    clash = gateway.post(
+        "/call/startup", startup_body("stream-thief", callee, toStream="shared-name")
+    )
+    assert clash.status_code == 409, clash.text
+    assert clash.json()["field"] == "toStream"
+
+    found = gateway.post("/stream/find", {"name": "shared-name"})
+    assert found.status_code == 200, found.text
+    [stream] = found.json()
+    assert stream["callId"] == "stream-owner"
+
+    assert gateway.post("/stream/terminate", {"name": "shared-name"}).status_code == 200
+    call, _ = gateway.wait_status("stream-owner", {"FINISH", "FAILED"})
+    assert call["status"] == "FINISH"
+    assert callee.wait(15) == 0, callee.log_path.read_text()
+    assert sipp_methods(callee, "received") == ["INVITE", "ACK", "BYE"]
+    [stream] = gateway.post("/stream/find", {"name": "shared-name"}).json()
+    assert stream["status"] == "STOPPED"
