@@ -14,10 +14,12 @@ MediaKind = Literal["audio", "video"]
 class MediaFrame:
     """One access unit (video) or one codec frame (audio).
 
-    ``payload`` is, for H264, one access unit in Annex-B byte stream format
-    (start codes ``00 00 00 01``), with the current SPS and PPS in front of
-    every IDR access unit; for audio, the RTP payload of one packet (one Opus
-    packet, or G.711 samples).
+    ``payload`` is, for H264, one access unit in Annex-B byte stream format,
+    byte-identical to what ffmpeg's ``h264_mp4toannexb`` writes: 4-byte start
+    codes before the first NAL unit and before SPS/PPS, 3-byte ones before the
+    others, and the current SPS and PPS inserted before the first IDR slice of
+    every IDR access unit that lacks them; for audio, the RTP payload of one
+    packet (one Opus packet, or G.711 samples).
 
     ``rtp_timestamp`` is the extended (unwrapped, 64-bit) RTP timestamp of the
     frame; ``pts`` is the presentation time in seconds on the call's clock, set
