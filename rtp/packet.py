@@ -3,6 +3,12 @@
 Parsing checks what a receiver must not trust: the version, the CSRC count
 and extension length against the datagram size, and the padding count
 (§5.1, §5.3.1). Every rejection is a :class:`ValueError` with the reason.
+
+Serializing checks every field against its width, so a bad value is a
+:class:`ValueError` naming the field rather than a ``struct.error`` or a
+silently truncated number. Padding octets are written as zeros followed by
+the count (§5.1 leaves their content open); a parsed packet whose padding was
+zeros therefore serializes back to the identical datagram.
 """
 
 from __future__ import annotations
@@ -21,9 +27,21 @@ def is_rtcp(data: bytes) -> bool:
     return len(data) >= 2 and 192 <= data[1] <= 223
 
 
+def _check_width(name: str, value: int, bits: int) -> None:
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"RTP {name} {value} does not fit in {bits} bits")
+
+
 @dataclass(slots=True)
 class RtpPacket:
-    """One RTP packet (RFC 3550 §5.1)."""
+    """One RTP packet (RFC 3550 §5.1).
+
+    ``extension_profile`` is ``None`` when the X bit is clear; otherwise it is
+    the 16-bit "defined by profile" field (``0xBEDE`` for RFC 8285 one-byte
+    header extensions) and ``extension`` holds the extension's words, without
+    the 4-byte extension header. ``padding_size`` counts every padding octet
+    including the final count octet (0 means no padding, P bit clear).
+    """
 
     payload_type: int = 0
     sequence_number: int = 0
@@ -67,6 +85,8 @@ class RtpPacket:
         end = len(data)
         padding_size = 0
         if padding:
+            # The count includes itself, so 0 is invalid; it may not reach into
+            # the header (§5.1), but it may consume the whole payload.
             padding_size = data[-1]
             if padding_size == 0 or offset + padding_size > len(data):
                 raise ValueError(f"RTP packet has a bad padding count {padding_size}")
@@ -85,16 +105,28 @@ class RtpPacket:
         )
 
     def __bytes__(self) -> bytes:
+        """Serialize (RFC 3550 §5.1); ValueError if a field does not fit its width."""
         if len(self.csrc) > 15:
             raise ValueError("an RTP packet holds at most 15 CSRCs")
         if len(self.extension) % 4:
             raise ValueError("an RTP header extension is a whole number of 32-bit words")
+        _check_width("payload type", self.payload_type, 7)
+        _check_width("sequence number", self.sequence_number, 16)
+        _check_width("timestamp", self.timestamp, 32)
+        _check_width("SSRC", self.ssrc, 32)
+        for source in self.csrc:
+            _check_width("CSRC", source, 32)
+        _check_width("padding size", self.padding_size, 8)
         first = 0x80 | len(self.csrc)
         if self.padding_size:
             first |= 0x20
         if self.extension_profile is not None:
+            _check_width("extension profile", self.extension_profile, 16)
+            _check_width("extension length", len(self.extension) // 4, 16)
             first |= 0x10
-        second = (0x80 if self.marker else 0) | (self.payload_type & 0x7F)
+        elif self.extension:
+            raise ValueError("an RTP header extension needs an extension_profile")
+        second = (0x80 if self.marker else 0) | self.payload_type
         parts = [
             _HEADER.pack(first, second, self.sequence_number, self.timestamp, self.ssrc),
             *(struct.pack("!I", c) for c in self.csrc),
