@@ -783,6 +783,66 @@ def test_peer_reinvite_during_our_reinvite_gets_491() -> None:
     rig.peer.expect_response(491)
 
 
+def test_peer_update_offer_during_our_reinvite_gets_491() -> None:
+    # RFC 3311 §5.2: an UPDATE offer that crosses our pending offer is refused with 491,
+    # like a re-INVITE; our own offer goes on and is answered normally.
+    rig, _, dialog = established(headers=[("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE")])
+    rig.peer.act(rig.call.hold)
+    hold = rig.peer.expect_request("INVITE")
+    rig.peer.deliver(dialog.request("UPDATE", body=sdp_offer(direction="sendonly", version=2)))
+    refusal = rig.peer.expect_response(491)
+    assert refusal.cseq.method == "UPDATE" and not refusal.body
+    assert not any(isinstance(e, MediaUpdated) for e in rig.events())
+    rig.peer.reply(
+        hold, 200, headers=[("Contact", PEER_CONTACT)], body=sdp_answer(direction="recvonly")
+    )
+    rig.peer.expect_request("ACK")
+    assert rig.call.status is CallStatus.HOLD
+    assert rig.call.offer.media[0].direction == "sendonly"
+
+
+def test_peer_update_offer_during_our_refresh_update_is_answered() -> None:
+    # Our session refresh UPDATE carries no offer (RFC 4028 §7.3): no glare with an offer.
+    rig, _, dialog = established(
+        headers=[
+            ("Session-Expires", "90;refresher=uac"),
+            ("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE"),
+        ]
+    )
+    rig.peer.advance(45.0)
+    refresh = rig.peer.expect_request("UPDATE")
+    assert not refresh.body
+    rig.peer.deliver(dialog.request("UPDATE", body=sdp_offer(direction="sendonly", version=2)))
+    ok = rig.peer.expect_response(200)
+    assert direction_of(ok.body) == "recvonly"
+    assert rig.call.status is CallStatus.HOLD
+
+
+def test_peer_refresh_update_without_offer_during_our_reinvite_is_answered() -> None:
+    rig, _, dialog = established()
+    rig.peer.act(rig.call.hold)
+    rig.peer.expect_request("INVITE")
+    rig.peer.deliver(dialog.request("UPDATE", headers=[("Session-Expires", "90")]))
+    ok = rig.peer.expect_response(200)
+    assert ok.headers.get("Session-Expires") == "90;refresher=uac"
+    assert not ok.body
+
+
+def test_peer_update_offer_before_the_ack_of_our_offer_gets_491() -> None:
+    # Our offer went in the 2xx to an offerless re-INVITE; until the ACK answers it, an
+    # UPDATE offer crosses it (RFC 3311 §5.2). The ACK ends our offer, answered or not.
+    rig, _, dialog = established()
+    reinvite = dialog.request("INVITE")
+    rig.peer.deliver(reinvite)
+    rig.peer.expect_response(200)
+    rig.peer.deliver(dialog.request("UPDATE", body=sdp_offer(version=2)))
+    rig.peer.expect_response(491)
+    rig.peer.deliver(dialog.ack_for(reinvite))  # no answer in it: a broken peer
+    rig.peer.deliver(dialog.request("UPDATE", body=sdp_offer(direction="sendonly", version=3)))
+    ok = rig.peer.expect_response(200)
+    assert direction_of(ok.body) == "recvonly"
+
+
 # --------------------------------------------------------------------------- session timers
 
 
