@@ -64,7 +64,8 @@ class RtpSession:
         self._sockets = dict(sockets)
         self._on_activity = on_activity
         self._transports: dict[str, asyncio.DatagramTransport] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_deadline = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
 
@@ -132,9 +133,11 @@ class RtpSession:
                 log.exception("error while dispatching media events")
         deadline = self.core.get_timer()
         if self._timer is not None:
-            if deadline is not None and abs(self._timer.when() - deadline) < 1e-4:
+            if deadline is not None and abs(self._timer_deadline - deadline) < 1e-4:
                 return
             self._timer.cancel()
             self._timer = None
         if deadline is not None:
+            # uvloop returns a plain Handle (no .when()) for a deadline already past.
+            self._timer_deadline = deadline
             self._timer = self._loop.call_at(max(deadline, self._loop.time()), self._on_timer)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sipbridge.call_media import CallMediaLink
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.ports import PortPair
 from sipbridge.registry import Stream
@@ -52,6 +53,8 @@ class Call:
         self.ports: dict[str, PortPair] = {}
         self.negotiated: NegotiatedSession | None = None
         self.stream: Stream | None = None
+        self.media: CallMediaLink | None = None
+        self.media_changed = False
         self.dtmf_received: list[str] = []
         self.history: list[StatusRecord] = [StatusRecord(self.status, None, None, time.time())]
         self.task: asyncio.Task[None] | None = None
@@ -130,6 +133,7 @@ class Call:
                 self.set_status(event.status, event.sip_status, event.info)
             elif isinstance(event, MediaUpdated):
                 self.negotiated = event.negotiated
+                self.media_changed = True
             elif isinstance(event, DtmfReceived):
                 self.dtmf_received.append(event.digit)
 

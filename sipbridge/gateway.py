@@ -18,6 +18,7 @@ import socket
 import time
 from types import TracebackType
 
+from sipbridge.call_media import CallMediaLink
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.calls import Call
 from sipbridge.errors import Conflict, InvalidRequest, NotFound, NotSupported
@@ -30,10 +31,17 @@ from sipbridge.sip.account import SipAccount
 from sipbridge.sip.address import SipParseError, Target, format_host
 from sipbridge.sip.invite import CallTimers, OutboundCall, callee_uri
 from sipbridge.sip.registration import Registration, RegistrationState
-from sipbridge.sip.sdp import MediaOfferConfig
+from sipbridge.sip.sdp import MediaOfferConfig, NegotiatedSession
 from sipbridge.sip.ua import UserAgent
 
 __all__ = ["Gateway"]
+
+
+def _expects_media(negotiated: NegotiatedSession) -> bool:
+    """Whether the callee sends to us: some stream is sendrecv or sendonly on its side."""
+    streams = [s for s in (negotiated.audio, negotiated.video) if s is not None]
+    return any(s.direction in ("sendrecv", "sendonly") for s in streams)
+
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +205,17 @@ class Gateway:
         call = self._get(call_id)
         if not digits or any(d not in _DTMF_DIGITS for d in digits):
             raise InvalidRequest(f"dtmf must be digits 0-9 * # A-D, got {digits!r}", field="dtmf")
-        if method.upper() == "RFC2833":
-            raise NotSupported("RFC2833 DTMF needs the media session (not yet built)", field="type")
-        if method.upper() != "INFO":
+        if method.upper() not in ("INFO", "RFC2833"):
             raise InvalidRequest(f"type must be INFO or RFC2833, got {method!r}", field="type")
         if call.status not in (CallStatus.ESTABLISHED, CallStatus.HOLD) or call.flow is None:
             raise Conflict(f"call is {call.status.value}, not ESTABLISHED", field="callId")
+        if method.upper() == "RFC2833":
+            if call.media is None or not call.media.send_dtmf(digits.upper()):
+                raise Conflict(
+                    "the callee did not accept telephone-event (RFC 4733): use type INFO",
+                    field="type",
+                )
+            return call.snapshot()
         flow = call.flow
         self._endpoint.act(lambda now: flow.send_dtmf_info(digits.upper(), now))
         return call.snapshot()
@@ -243,6 +256,39 @@ class Gateway:
     def _dispatch(self) -> None:
         for call in self._calls.values():
             call.drain()
+            if call.media_changed and call.media is not None and call.negotiated is not None:
+                call.media_changed = False
+                call.media.set_expect_media(_expects_media(call.negotiated))
+
+    async def _start_media(self, call: Call, flow: OutboundCall) -> None:
+        """Receive the callee's RTP on the call's sockets and publish it (issue 3)."""
+        if call.negotiated is None:
+            return
+        endpoint = self._endpoint
+
+        def fail_by_inactivity(idle: float) -> None:
+            log.info("call %s: no RTP for %.1f s", call.call_id, idle)
+            endpoint.act(
+                lambda now: flow.terminate(
+                    now, status=CallStatus.FAILED, info="Failed by RTP activity"
+                )
+            )
+
+        link = CallMediaLink(
+            call_id=call.call_id,
+            negotiated=call.negotiated,
+            ports=call.ports,
+            stream=call.stream,
+            settings=self.settings.rtp,
+            now=asyncio.get_running_loop().time(),
+            on_inactive=fail_by_inactivity,
+            on_keyframe_request=lambda: endpoint.act(flow.request_picture_fast_update),
+            on_dtmf=call.dtmf_received.append,
+        )
+        call.media = link
+        call.media_changed = False
+        await link.start()
+        link.set_expect_media(_expects_media(call.negotiated))
 
     def _forget_old_calls(self) -> None:
         cutoff = time.monotonic() - self.finished_call_retention
@@ -340,6 +386,9 @@ class Gateway:
             )
             call.flow = flow
             self._endpoint.act(flow.start)
+            status = await call.wait_for({CallStatus.ESTABLISHED, CallStatus.HOLD})
+            if not status.is_final:
+                await self._start_media(call, flow)
             await call.ended()
         except TimeoutError:
             call.set_status(CallStatus.FAILED, None, "Failed by registration timeout")
@@ -350,6 +399,8 @@ class Gateway:
             log.exception("call %s failed", call.call_id)
             call.set_status(CallStatus.FAILED, None, "Failed by error")
         finally:
+            if call.media is not None:
+                await call.media.stop()
             if call.stream is not None:
                 call.stream.end(
                     StreamStatus.FAILED

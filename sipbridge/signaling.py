@@ -43,7 +43,8 @@ class SipEndpoint:
             max_message_size=settings.max_message_size,
         )
         self.ua: UserAgent | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_deadline = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -118,9 +119,11 @@ class SipEndpoint:
             self._transport.send(message, target)
         deadline = self.ua.get_timer()
         if self._timer is not None:
-            if deadline is not None and abs(self._timer.when() - deadline) < 1e-6:
+            if deadline is not None and abs(self._timer_deadline - deadline) < 1e-6:
                 return
             self._timer.cancel()
             self._timer = None
         if deadline is not None:
+            # uvloop returns a plain Handle (no .when()) for a deadline already past.
+            self._timer_deadline = deadline
             self._timer = self._loop.call_at(max(deadline, self._loop.time()), self._on_timer)

@@ -119,12 +119,22 @@ class OutboundCall(InviteSession):
         self._send_invite(now)
         self._set_status(CallStatus.PENDING)
 
-    def terminate(self, now: float) -> None:
-        """Hang up: BYE when answered, CANCEL while ringing (§9.1, §15)."""
+    def terminate(
+        self,
+        now: float,
+        *,
+        status: CallStatus = CallStatus.FINISH,
+        info: str = NORMAL_CLEARING,
+    ) -> None:
+        """Hang up: BYE when answered, CANCEL while ringing (§9.1, §15).
+
+        ``status``/``info`` say why when the gateway ends an answered call
+        itself (e.g. FAILED "Failed by RTP activity").
+        """
         if self._ended or self._bye_txn is not None:
             return
         if self.dialog is not None and not self.dialog.early:
-            self._send_bye(now, CallStatus.FINISH, NORMAL_CLEARING)
+            self._send_bye(now, status, info)
         elif self._invite_txn is not None:
             self._cancel_wanted = True
             if self._provisional:

@@ -62,6 +62,13 @@ log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 NORMAL_CLEARING = "Normal call clearing"
+#: RFC 5168 §4: "XML Schema for Media Control", the fast-update request phones know.
+MEDIA_CONTROL = "application/media_control+xml"
+PICTURE_FAST_UPDATE = (
+    b'<?xml version="1.0" encoding="utf-8" ?>\r\n'
+    b"<media_control><vc_primitive><to_encoder><picture_fast_update/>"
+    b"</to_encoder></vc_primitive></media_control>\r\n"
+)
 
 
 class InviteSession:
@@ -99,7 +106,7 @@ class InviteSession:
         # The ACK of the last 2xx to a re-INVITE, re-sent for its retransmissions.
         self._reinvite_ack: SipRequest | None = None
         self._info_txn: ClientTransaction | None = None
-        self._dtmf_queue: list[str] = []
+        self._info_queue: list[tuple[str, bytes]] = []
         self._peer_allows_update = False
         self._ok_retransmitter: TwoHundredRetransmitter | None = None
         self._ok_target: Target | None = None
@@ -121,7 +128,17 @@ class InviteSession:
 
     def send_dtmf_info(self, digits: str, now: float) -> None:
         """Send digits as SIP INFO ``application/dtmf-relay``, one request at a time."""
-        self._dtmf_queue.extend(digits)
+        self._info_queue.extend(
+            (DtmfRelay.CONTENT_TYPE, bytes(DtmfRelay(digit, 160))) for digit in digits
+        )
+        self._next_info(now)
+
+    def request_picture_fast_update(self, now: float) -> None:
+        """Ask the callee's encoder for a keyframe with SIP INFO (RFC 5168), for
+        phones that ignore RTCP PLI/FIR; one pending request at most."""
+        if any(kind == MEDIA_CONTROL for kind, _ in self._info_queue):
+            return
+        self._info_queue.append((MEDIA_CONTROL, PICTURE_FAST_UPDATE))
         self._next_info(now)
 
     def next_event(self) -> CallEvent | None:
@@ -227,15 +244,13 @@ class InviteSession:
         return [("Supported", SUPPORTED), *headers] if headers else []
 
     def _next_info(self, now: float) -> None:
-        if self._info_txn is not None or not self._dtmf_queue or self.dialog is None:
+        if self._info_txn is not None or not self._info_queue or self.dialog is None:
             return
         if self._ended or self._bye_txn is not None:
-            self._dtmf_queue.clear()
+            self._info_queue.clear()
             return
-        body = bytes(DtmfRelay(self._dtmf_queue.pop(0), 160))
-        self._info_txn = self._in_dialog(
-            "INFO", now, body=body, content_type=DtmfRelay.CONTENT_TYPE
-        )
+        content_type, body = self._info_queue.pop(0)
+        self._info_txn = self._in_dialog("INFO", now, body=body, content_type=content_type)
 
     # -- responses -------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: SipResponse, now: float) -> None:
@@ -253,7 +268,8 @@ class InviteSession:
         elif txn is self._info_txn and status >= 200:
             self._info_txn = None
             if status in (401, 407) and self._challenge(response):
-                self._dtmf_queue.insert(0, DtmfRelay.parse(txn.request.body).signal)
+                content_type = txn.request.headers.get("Content-Type") or DtmfRelay.CONTENT_TYPE
+                self._info_queue.insert(0, (content_type, txn.request.body))
             self._next_info(now)
         elif 200 <= status < 300 and response.cseq.method == "INVITE":
             self._reack(response)

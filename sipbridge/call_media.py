@@ -1,0 +1,168 @@
+"""A call's media joined to its stream: RTP in, frames published, events to the call.
+
+:class:`CallMediaLink` builds the call's :class:`~rtp.media.CallMedia` from
+the negotiated SDP (:class:`~sipbridge.sip.sdp.NegotiatedSession`), runs it on
+the call's reserved sockets with an :class:`~rtp.session.RtpSession`, and
+publishes every frame into the call's :class:`~sipbridge.registry.Stream`.
+Keyframe requests go both ways: a new viewer of the stream asks the call
+(RTCP PLI/FIR and SIP INFO picture_fast_update), and the depacketizer asks
+after a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from rtp.frame import MediaKind
+from rtp.jitter import JitterConfig
+from rtp.media import CallMedia, DtmfDigit, FrameReady, KeyframeRequested, MediaInactive
+from rtp.session import RtpSession
+from rtp.track import TrackConfig
+from sipbridge.ports import PortPair
+from sipbridge.registry import Stream, StreamStatus
+from sipbridge.settings import RtpSettings
+from sipbridge.sip.sdp import NegotiatedSession, NegotiatedStream
+
+__all__ = ["CallMediaLink", "track_configs"]
+
+log = logging.getLogger(__name__)
+
+
+def track_configs(
+    negotiated: NegotiatedSession, settings: RtpSettings, *, cname: bytes
+) -> list[TrackConfig]:
+    """One :class:`TrackConfig` per accepted stream of the SDP answer."""
+    configs = []
+    for stream in (negotiated.audio, negotiated.video):
+        if stream is None:
+            continue
+        configs.append(_track_config(stream, settings, cname))
+    return configs
+
+
+def _track_config(stream: NegotiatedStream, settings: RtpSettings, cname: bytes) -> TrackConfig:
+    codecs = {
+        pt: (codec.name, codec.clock_rate, codec.channels, dict(codec.fmtp))
+        for pt, codec in stream.payload_types.items()
+        if codec.name.lower() not in ("telephone-event", "cn")
+    }
+    clock_rate = stream.codec.clock_rate
+    remote_rtp = (stream.remote_address, stream.remote_port)
+    remote_rtcp = (
+        remote_rtp if stream.rtcp_mux else (stream.remote_address, stream.remote_rtcp_port)
+    )
+    kind: MediaKind = "video" if stream.kind == "video" else "audio"
+    return TrackConfig(
+        kind=kind,
+        remote_rtp=remote_rtp,
+        remote_rtcp=remote_rtcp,
+        rtcp_mux=stream.rtcp_mux,
+        codecs=codecs,
+        telephone_event_pt=stream.telephone_event_pt,
+        jitter=JitterConfig(
+            clock_rate=clock_rate,
+            min_delay=settings.jitter_min_delay,
+            max_delay=settings.jitter_max_delay,
+            initial_delay=settings.jitter_initial_delay,
+        ),
+        keepalive=settings.nat_keepalive,
+        keepalive_interval=settings.keepalive_interval,
+        keyframe_interval=settings.keyframe_interval,
+        cname=cname,
+    )
+
+
+class CallMediaLink:
+    """Runs one call's media and publishes it (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        negotiated: NegotiatedSession,
+        ports: dict[str, PortPair],
+        stream: Stream | None,
+        settings: RtpSettings,
+        now: float,
+        on_inactive: Callable[[float], None],
+        on_keyframe_request: Callable[[], None],
+        on_dtmf: Callable[[str], None],
+    ) -> None:
+        self.call_id = call_id
+        self.stream = stream
+        self._on_inactive = on_inactive
+        self._on_keyframe_request = on_keyframe_request
+        self._on_dtmf = on_dtmf
+        configs = track_configs(negotiated, settings, cname=f"sipbridge-{call_id}".encode()[:255])
+        self.media = CallMedia(configs, now=now, inactivity_timeout=settings.inactivity_timeout)
+        sockets = {}
+        for config in configs:
+            pair = ports[config.kind]
+            sockets[f"{config.kind}-rtp"] = pair.rtp_socket
+            if not config.rtcp_mux:
+                sockets[f"{config.kind}-rtcp"] = pair.rtcp_socket
+        self.session = RtpSession(self.media, sockets, on_activity=self._dispatch)
+        self._published_frames = 0
+        if stream is not None:
+            for config in configs:
+                track = stream.track(config.kind)
+                name, rate, channels, _ = next(iter(config.codecs.values()), ("", 0, 1, {}))
+                track.codec, track.clock_rate, track.channels = name, rate, channels
+            stream.set_keyframe_requester(self.request_keyframe)
+
+    async def start(self) -> None:
+        await self.session.start()
+
+    async def stop(self) -> None:
+        """Flush what the jitter buffers hold into the stream, then close the sockets."""
+        self.session.act(self.media.stop)
+        if self.stream is not None:
+            self.stream.set_keyframe_requester(None)
+        await self.session.stop()
+
+    def request_keyframe(self) -> None:
+        self.session.act(self.media.request_keyframe)
+
+    def send_dtmf(self, digits: str) -> bool:
+        """RFC 4733 DTMF on the audio stream; False when telephone-event was not negotiated."""
+        sent: list[bool] = []
+        self.session.act(lambda now: sent.append(self.media.send_dtmf(digits, now)))
+        return bool(sent and sent[0])
+
+    def set_expect_media(self, expect: bool) -> None:
+        self.session.act(lambda now: self.media.set_expect_media(expect, now))
+
+    def _dispatch(self) -> None:
+        stream = self.stream
+        for event in self.media.take_events():
+            if isinstance(event, FrameReady):
+                if stream is not None and not stream.status.is_final:
+                    if stream.status is not StreamStatus.PUBLISHING:
+                        stream.set_status(StreamStatus.PUBLISHING)
+                    stream.publish(event.frame)
+                self._published_frames += 1
+            elif isinstance(event, DtmfDigit):
+                self._on_dtmf(event.digit)
+            elif isinstance(event, KeyframeRequested):
+                self._on_keyframe_request()
+            elif isinstance(event, MediaInactive):
+                self._on_inactive(event.idle)
+        if stream is not None:
+            self._update_stats(stream)
+
+    def _update_stats(self, stream: Stream) -> None:
+        for kind, track in self.media.tracks.items():
+            info = stream.track(kind)
+            stats = track.jitter.stats
+            info.packets_received = track.stats.packets
+            info.packets_lost = stats.lost
+            info.jitter_ms = stats.jitter_seconds * 1000
+            info.buffer_delay_ms = track.jitter.current_delay * 1000
+        width, height = self.media.video_dimensions()
+        if width is not None and "video" in self.media.tracks:
+            video = stream.track("video")
+            video.width, video.height = width, height
+        offset = self.media.clock.av_offset
+        if offset is not None:
+            stream.av_offset = offset
