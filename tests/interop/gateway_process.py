@@ -30,6 +30,7 @@ class GatewayProcess:
         sip_port: int,
         rtp_range: tuple[int, int],
         extra_settings: str = "",
+        rtp_settings: str = "",
     ) -> None:
         self.workdir = workdir
         self.http_port = http_port
@@ -43,8 +44,7 @@ class GatewayProcess:
             f'host = "127.0.0.1"\nport = {sip_port}\n'
             "t1 = 0.5\ninvite_timeout = 30.0\n"
             "[rtp]\n"
-            f"port_min = {rtp_range[0]}\nport_max = {rtp_range[1]}\n"
-            "[log]\n"
+            f"port_min = {rtp_range[0]}\nport_max = {rtp_range[1]}\n" + rtp_settings + "[log]\n"
             'level = "DEBUG"\nsip_trace = true\n' + extra_settings
         )
         self.process: subprocess.Popen[bytes] | None = None
