@@ -22,7 +22,7 @@ from rtp.track import TrackConfig
 from sipbridge.ports import PortPair
 from sipbridge.registry import Stream, StreamStatus
 from sipbridge.settings import RtpSettings
-from sipbridge.sip.sdp import NegotiatedSession, NegotiatedStream
+from sipbridge.sip.offer_answer import NegotiatedSession, NegotiatedStream
 
 __all__ = ["CallMediaLink", "track_configs"]
 

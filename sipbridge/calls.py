@@ -19,8 +19,8 @@ from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.ports import PortPair
 from sipbridge.registry import Stream
 from sipbridge.sip.invite import DtmfReceived, MediaUpdated, OutboundCall, StatusChanged
+from sipbridge.sip.offer_answer import NegotiatedSession
 from sipbridge.sip.registration import Registration, RegistrationState
-from sipbridge.sip.sdp import NegotiatedSession
 
 __all__ = ["Call", "StatusRecord"]
 

@@ -30,8 +30,8 @@ from sipbridge.signaling import SipEndpoint
 from sipbridge.sip.account import SipAccount
 from sipbridge.sip.address import SipParseError, Target, format_host
 from sipbridge.sip.invite import CallTimers, OutboundCall, callee_uri
+from sipbridge.sip.offer_answer import MediaOfferConfig, NegotiatedSession
 from sipbridge.sip.registration import Registration, RegistrationState
-from sipbridge.sip.sdp import MediaOfferConfig, NegotiatedSession
 from sipbridge.sip.ua import UserAgent
 
 __all__ = ["Gateway"]

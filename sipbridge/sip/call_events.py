@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sipbridge.callinfo import CallStatus
-from sipbridge.sip.sdp import NegotiatedSession
+from sipbridge.sip.offer_answer import NegotiatedSession
 
 __all__ = ["CallEvent", "CallTimers", "DtmfReceived", "MediaUpdated", "StatusChanged"]
 

@@ -54,7 +54,8 @@ from sipbridge.sip.message import (
     generate_call_id,
     generate_tag,
 )
-from sipbridge.sip.sdp import MediaOfferConfig, NoCommonCodecs, SdpError
+from sipbridge.sip.offer_answer import MediaOfferConfig
+from sipbridge.sip.sdp import NoCommonCodecs, SdpError
 from sipbridge.sip.session_timer import parse_min_se
 from sipbridge.sip.targets import callee_uri, display_target, is_ip_literal, uri_target
 from sipbridge.sip.transaction import ClientTransaction

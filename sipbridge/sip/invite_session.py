@@ -46,7 +46,8 @@ from sipbridge.sip.dialog import Dialog, DialogError
 from sipbridge.sip.dtmf_relay import DtmfRelay
 from sipbridge.sip.local_offer import LocalOffer
 from sipbridge.sip.message import SipRequest, SipResponse, make_response
-from sipbridge.sip.sdp import MediaOfferConfig, NegotiatedSession, SdpError, SessionDescription
+from sipbridge.sip.offer_answer import MediaOfferConfig, NegotiatedSession
+from sipbridge.sip.sdp import SdpError, SessionDescription
 from sipbridge.sip.session_timer import SessionTimer, parse_min_se
 from sipbridge.sip.targets import uri_target
 from sipbridge.sip.transaction import (

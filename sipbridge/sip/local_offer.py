@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sipbridge.sip.sdp import (
+from sipbridge.sip.offer_answer import (
     MediaOfferConfig,
     NegotiatedSession,
-    SessionDescription,
     answer_offer,
     build_offer,
     negotiate,
     with_direction,
 )
+from sipbridge.sip.sdp import SessionDescription
 
 __all__ = ["LocalOffer"]
 

@@ -50,9 +50,7 @@ def test_keepalives_then_failed_by_rtp_activity(gateway: GatewayProcess, peers: 
     rtp_sock.settimeout(5)
     rtcp_sock.settimeout(5)
     try:
-        callee = peers.sipp(
-            "uas_answer_media_port.xml", variables={"audio_port": str(media_port)}
-        )
+        callee = peers.sipp("uas_answer_media_port.xml", variables={"audio_port": str(media_port)})
         assert gateway.post("/call/startup", startup_body("silent", callee)).status_code == 200
         gateway.wait_status("silent", {"ESTABLISHED"})
 

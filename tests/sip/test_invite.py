@@ -26,7 +26,8 @@ from sipbridge.sip.invite import (
     display_target,
 )
 from sipbridge.sip.message import SipRequest, SipResponse
-from sipbridge.sip.sdp import MediaOfferConfig, SessionDescription
+from sipbridge.sip.offer_answer import MediaOfferConfig
+from sipbridge.sip.sdp import SessionDescription
 from sipbridge.sip.transaction import Timers
 from sipbridge.sip.ua import LocalEndpoint, UserAgent
 from tests.sip.peer import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sipbridge.sip.local_offer import LocalOffer
-from sipbridge.sip.sdp import MediaOfferConfig, NoCommonCodecs, SdpError
+from sipbridge.sip.offer_answer import MediaOfferConfig
+from sipbridge.sip.sdp import NoCommonCodecs, SdpError
 from tests.sip.peer import G729_AUDIO, sdp_answer, sdp_offer
 
 MEDIA = MediaOfferConfig(

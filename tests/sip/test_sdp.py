@@ -11,22 +11,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sipbridge.sip.sdp import (
-    DIRECTIONS,
-    Attribute,
-    Codec,
-    MediaDescription,
+from sipbridge.sip.offer_answer import (
     MediaOfferConfig,
     NegotiatedSession,
-    NoCommonCodecs,
-    SdpError,
-    SessionDescription,
-    Timing,
     answer_offer,
     build_offer,
     codecs_compatible,
     negotiate,
     with_direction,
+)
+from sipbridge.sip.sdp import (
+    DIRECTIONS,
+    Attribute,
+    Codec,
+    MediaDescription,
+    NoCommonCodecs,
+    SdpError,
+    SessionDescription,
+    Timing,
 )
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "sdp"

@@ -13,8 +13,8 @@ from sipbridge.sip.account import SipAccount
 from sipbridge.sip.address import Target
 from sipbridge.sip.invite import CallTimers, OutboundCall
 from sipbridge.sip.message import SipRequest, make_response
+from sipbridge.sip.offer_answer import MediaOfferConfig
 from sipbridge.sip.registration import Registration, RegistrationState
-from sipbridge.sip.sdp import MediaOfferConfig
 from sipbridge.sip.transaction import Timers
 from sipbridge.sip.ua import ALLOWED_METHODS, LocalEndpoint, UserAgent
 from tests.sip.peer import PEER, Peer, out_of_dialog_request, sdp_answer
