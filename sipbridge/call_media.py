@@ -108,7 +108,8 @@ class CallMediaLink:
             for config in configs:
                 track = stream.track(config.kind)
                 name, rate, channels, _ = next(iter(config.codecs.values()), ("", 0, 1, {}))
-                track.codec, track.clock_rate, track.channels = name, rate, channels
+                track.codec, track.clock_rate = name, rate
+                track.channels = channels if config.kind == "audio" else None
             stream.set_keyframe_requester(self.request_keyframe)
 
     async def start(self) -> None:

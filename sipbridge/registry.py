@@ -409,7 +409,7 @@ class Stream:
         track.clock_rate = frame.clock_rate
         track.frames += 1
         track.bytes += len(frame.payload)
-        if frame.keyframe:
+        if frame.keyframe and frame.kind == "video":  # every audio frame is "key" to a muxer
             track.keyframes += 1
         if frame.pts is not None:
             track.last_pts = frame.pts

@@ -25,11 +25,24 @@ Facts about baresip 1.0 (Debian ``baresip-core``) that shaped this module:
   plays back into what it sends, for any codec. ``ausine`` only works at
   48 kHz stereo (opus), and avformat audio crashes this build.
   ``fakevideo`` is both a video source and a display.
+* Real media (:class:`MediaSources`): ``video_source avformat,FILE.mp4``
+  decodes the file and re-encodes it with baresip's own encoder at the
+  config's ``video_size`` / ``video_fps`` / ``video_bitrate``; it works only
+  if the file has **no audio track**. Audio comes from a WAV file through
+  ``audio_source aufile,FILE.wav`` (``aufile.so``, in baresip-core): it
+  refuses a file whose rate or channel count differs from the source's
+  ("must have channels = 2"), so ``ausrc_srate`` / ``ausrc_channels`` are set
+  from the file and baresip resamples to the codec.
+  ``gst,file:///FILE.wav`` (``gst.so``, baresip-gstreamer) also needs
+  GStreamer's ``playbin`` and ``wavparse`` (gstreamer1.0-plugins-base and
+  -good, only *recommended* by that package): without them it logs "gst:
+  failed to create playbin source element" and never sends its 200 OK.
 * ``baresip-core`` has no H.264 (that is ``avcodec.so`` from
   ``baresip-ffmpeg``); its video codecs are VP8 and VP9.
 * With ``-s`` it prints every SIP message it sends and receives, and with
   ``-v`` its debug lines: "Call established", "session closed",
-  "received DTMF" for SIP INFO ``application/dtmf-relay``. "Call with X
+  "received DTMF" for SIP INFO ``application/dtmf-relay``, "received event:
+  '1' (end=0)" then "(end=1)" for RFC 4733 telephone-events over RTP. "Call with X
   terminated" is printed only for calls that lasted a whole second; a BYE
   received shows as "session closed: Connection reset by peer", a local hangup
   as "call: terminate call". Run under ``stdbuf -oL`` so every line reaches the
@@ -41,10 +54,11 @@ from __future__ import annotations
 import re
 import socket
 import time
+import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from tests.interop.peers import (
     LOCALHOST,
@@ -72,6 +86,8 @@ BASE_MODULES = (
 )
 #: Video codec modules loaded when present (``avcodec.so`` comes with baresip-ffmpeg).
 OPTIONAL_VIDEO_MODULES = ("avcodec.so", "vp8.so")
+#: Video file source module for :class:`MediaSources` (baresip-ffmpeg).
+VIDEO_FILE_MODULE = "avformat"
 
 _RTP_PORTS = 16
 # `-s` prints each message as ESC[36;1m "#" NL "UDP SRC -> DST" NL message ESC[;m.
@@ -88,6 +104,54 @@ def available_modules(module_dir: Path = MODULE_DIR) -> frozenset[str]:
         return frozenset(p.name for p in module_dir.iterdir() if p.suffix == ".so")
     except FileNotFoundError:
         return frozenset()
+
+
+@dataclass(frozen=True)
+class MediaSources:
+    """What baresip sends instead of its loopback: a video file and/or a WAV file.
+
+    ``video_file`` must be a container without an audio track (avformat audio
+    crashes baresip 1.0); baresip re-encodes it at ``video_size`` (``WxH``),
+    ``video_fps`` and ``video_bitrate`` (bit/s). ``audio_file`` is a WAV file
+    played by ``audio_module``: ``aufile`` (baresip-core) or ``gst`` (needs
+    GStreamer's base and good plugins, see the module docstring).
+    """
+
+    video_file: Path | None = None
+    audio_file: Path | None = None
+    audio_module: Literal["aufile", "gst"] = "aufile"
+    video_size: tuple[int, int] = (352, 288)
+    video_fps: float = 25.0
+    video_bitrate: int = 500_000
+
+    def modules(self) -> tuple[str, ...]:
+        """The extra module files these sources need (``avformat.so``, ``aufile.so``)."""
+        needed = []
+        if self.video_file is not None:
+            needed.append(f"{VIDEO_FILE_MODULE}.so")
+        if self.audio_file is not None:
+            needed.append(f"{self.audio_module}.so")
+        return tuple(needed)
+
+    def audio_source(self) -> str | None:
+        """The ``audio_source`` config value, ``None`` without an audio file."""
+        if self.audio_file is None:
+            return None
+        path = self.audio_file.resolve()
+        return f"gst,{path.as_uri()}" if self.audio_module == "gst" else f"aufile,{path}"
+
+    def audio_format(self) -> tuple[int, int] | None:
+        """``(sample rate, channels)`` of the audio file, ``None`` without one."""
+        if self.audio_file is None:
+            return None
+        with wave.open(str(self.audio_file), "rb") as wav:
+            return wav.getframerate(), wav.getnchannels()
+
+    def video_source(self) -> str | None:
+        """The ``video_source`` config value, ``None`` without a video file."""
+        if self.video_file is None:
+            return None
+        return f"{VIDEO_FILE_MODULE},{self.video_file.resolve()}"
 
 
 @dataclass(frozen=True)
@@ -129,6 +193,7 @@ class Baresip:
     default two free ports are reserved. ``audio_codecs`` / ``video_codecs``
     restrict the account's codecs (``None``: every loaded codec; note
     ``video_codecs=("H264",)`` selects packetization-mode 0 only).
+    ``media`` replaces the loopback audio and fake video with files.
     """
 
     def __init__(
@@ -147,6 +212,7 @@ class Baresip:
         regint: int = 600,
         sip_trace: bool = True,
         name: str | None = None,
+        media: MediaSources | None = None,
     ) -> None:
         self.binary = require_binary("baresip")
         self.stdbuf = require_binary("stdbuf", "coreutils")
@@ -165,6 +231,7 @@ class Baresip:
         self.regint = regint
         self.sip_trace = sip_trace
         self.name = name or f"baresip_{user}"
+        self.media = media if media is not None else MediaSources()
         self.modules = self._select_modules()
         self._process: ManagedProcess | None = None
 
@@ -177,7 +244,15 @@ class Baresip:
                 f"baresip modules {missing} not found in {MODULE_DIR}: "
                 "install the Debian package 'baresip-core'"
             )
-        return BASE_MODULES + tuple(m for m in OPTIONAL_VIDEO_MODULES if m in installed)
+        sources = self.media.modules()
+        missing = [m for m in sources if m not in installed]
+        if missing:
+            raise PeerError(
+                f"baresip modules {missing} not found in {MODULE_DIR}: install the Debian "
+                "packages 'baresip-ffmpeg' (avformat.so) or 'baresip-gstreamer' (gst.so)"
+            )
+        optional = tuple(m for m in OPTIONAL_VIDEO_MODULES if m in installed)
+        return BASE_MODULES + optional + sources
 
     @property
     def has_h264(self) -> bool:
@@ -196,22 +271,36 @@ class Baresip:
 
     def render_config(self) -> str:
         """The ``config`` file: 127.0.0.1 only, headless audio and video, console."""
+        media = self.media
+        audio_source = media.audio_source() or f"aubridge,{self.name}"
+        video_source = media.video_source() or "fakevideo,nil"
+        width, height = media.video_size
+        audio_format = media.audio_format()
+        source_format = []
+        if audio_format is not None:
+            # aufile only plays a file in the source's own format; baresip resamples.
+            source_format = [
+                ("ausrc_srate", str(audio_format[0])),
+                ("ausrc_channels", str(audio_format[1])),
+            ]
         lines = [
             ("poll_method", "epoll"),
             ("sip_listen", f"{LOCALHOST}:{self.sip_port}"),
             ("net_interface", LOCALHOST),
             ("call_local_timeout", "120"),
             ("call_max_calls", "4"),
-            # One aubridge device as player and source: plays back what it receives.
+            # One aubridge device as player and source: plays back what it receives
+            # (unless a file is the source).
             ("audio_player", f"aubridge,{self.name}"),
-            ("audio_source", f"aubridge,{self.name}"),
+            ("audio_source", audio_source),
             ("audio_alert", f"aubridge,{self.name}-alert"),
             ("audio_level", "no"),
-            ("video_source", "fakevideo,nil"),
+            *source_format,
+            ("video_source", video_source),
             ("video_display", "fakevideo,nil"),
-            ("video_size", "352x288"),
-            ("video_bitrate", "500000"),
-            ("video_fps", "25.00"),
+            ("video_size", f"{width}x{height}"),
+            ("video_bitrate", str(media.video_bitrate)),
+            ("video_fps", f"{media.video_fps:.2f}"),
             ("rtp_ports", f"{self.rtp_port_min}-{self.rtp_port_min + _RTP_PORTS - 1}"),
             ("rtcp_mux", "no"),
             ("jitter_buffer_delay", "1-10"),
