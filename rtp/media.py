@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from rtp.depacketize.h264 import H264Depacketizer
-from rtp.dtmf import DtmfSender
+from rtp.dtmf import DtmfSender, TelephoneEvent
 from rtp.frame import MediaFrame, MediaKind
 from rtp.sync import CallClock
 from rtp.track import Address, TrackConfig, TrackReceiver
@@ -30,14 +30,36 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: RFC 4733 §2.5.1.2: one telephone-event packet per audio packet interval.
+DTMF_INTERVAL = 0.02
+#: Silence between two digits of one send_dtmf call (ITU-T Q.24 wants >= 40 ms).
+DTMF_PAUSE = 0.1
+#: Our offers say telephone-event/8000 (sipbridge.sip.sdp).
+DTMF_CLOCK_RATE = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class _QueuedDtmf:
+    """One telephone-event packet waiting for its send time; numbered when sent."""
+
+    send_at: float
+    payload_type: int
+    payload: bytes
+    marker: bool
+    timestamp: int
+
 
 @dataclass(frozen=True, slots=True)
 class FrameReady:
+    """A frame with its pts on the call's clock, to publish."""
+
     frame: MediaFrame
 
 
 @dataclass(frozen=True)
 class DtmfDigit:
+    """One key press received as RFC 4733 telephone-events."""
+
     digit: str
 
 
@@ -48,6 +70,8 @@ class KeyframeRequested:
 
 @dataclass(frozen=True)
 class MediaInactive:
+    """No RTP on any track for ``idle`` seconds (reported once per silence)."""
+
     idle: float
 
 
@@ -74,11 +98,13 @@ class CallMedia:
         self._idle_since = now
         self._events: list[MediaEvent] = []
         self._outbox: list[tuple[str, bytes, Address]] = []
-        self._dtmf_queue: list[tuple[float, bytes]] = []
+        self._dtmf_queue: list[_QueuedDtmf] = []
         self._dtmf_free_at = now
         self._inactive_reported = False
+        self._stopped = False
 
     def add_track(self, config: TrackConfig, now: float) -> TrackReceiver:
+        """Add the receiver of one negotiated stream (one per kind)."""
         track = TrackReceiver(config, now=now)
         self.tracks[config.kind] = track
         self._by_socket[track.rtp_socket] = track
@@ -88,8 +114,9 @@ class CallMedia:
 
     # -- MediaCore -------------------------------------------------------------
     def receive(self, socket_name: str, data: bytes, source: Address, now: float) -> None:
+        """A datagram on one of the call's sockets (``audio-rtp``, ``video-rtcp``...)."""
         track = self._by_socket.get(socket_name)
-        if track is None:
+        if track is None or self._stopped:
             return
         before = track.stats.packets
         track.receive(socket_name, data, source, now)
@@ -99,39 +126,45 @@ class CallMedia:
         self._collect(track)
 
     def datagrams_to_send(self) -> list[tuple[str, bytes, Address]]:
+        """(socket name, datagram, destination) of everything due, in order."""
         out = self._outbox
         self._outbox = []
         for track in self.tracks.values():
             out.extend(track.datagrams_to_send())
         return out
 
+    def _inactivity_deadline(self) -> float | None:
+        if self.inactivity_timeout > 0 and self.expect_media and not self._inactive_reported:
+            return self._idle_since + self.inactivity_timeout
+        return None
+
     def get_timer(self) -> float | None:
+        """The next deadline (tracks, DTMF, inactivity), or None."""
+        if self._stopped:
+            return None
         deadlines = [t.get_timer() for t in self.tracks.values()]
         if self._dtmf_queue:
-            deadlines.append(self._dtmf_queue[0][0])
-        if self.inactivity_timeout > 0 and self.expect_media and not self._inactive_reported:
-            deadlines.append(self._idle_since + self.inactivity_timeout)
+            deadlines.append(self._dtmf_queue[0].send_at)
+        deadlines.append(self._inactivity_deadline())
         present = [d for d in deadlines if d is not None]
         return min(present) if present else None
 
     def handle_timer(self, now: float) -> None:
+        """Run whatever is due at ``now``."""
+        if self._stopped:
+            return
         for track in self.tracks.values():
             deadline = track.get_timer()
             if deadline is not None and deadline <= now:
                 track.handle_timer(now)
             self._collect(track)
-        audio = self.tracks.get("audio")
-        while self._dtmf_queue and self._dtmf_queue[0][0] <= now and audio is not None:
-            audio.send_rtp(self._dtmf_queue.pop(0)[1])
-        idle = now - self._idle_since
-        if (
-            self.inactivity_timeout > 0
-            and self.expect_media
-            and not self._inactive_reported
-            and idle >= self.inactivity_timeout
-        ):
+        self._send_due_dtmf(now)
+        # The same sum as the deadline get_timer gave: a subtraction could round
+        # below the timeout and leave the timer due forever.
+        deadline = self._inactivity_deadline()
+        if deadline is not None and now >= deadline:
             self._inactive_reported = True
-            self._events.append(MediaInactive(idle))
+            self._events.append(MediaInactive(now - self._idle_since))
 
     # -- control -----------------------------------------------------------------
     def set_expect_media(self, expect: bool, now: float) -> None:
@@ -141,46 +174,85 @@ class CallMedia:
         self._inactive_reported = False
 
     def request_keyframe(self, now: float) -> None:
+        """Ask the video sender for a keyframe: RTCP PLI + FIR now, unless one went out
+        less than ``keyframe_interval`` ago (RFC 4585 §6.3.1, RFC 5104 §4.3.1).
+
+        A :class:`KeyframeRequested` event follows when a request went out.
+        """
         video = self.tracks.get("video")
-        if video is not None:
-            video.request_keyframe()
-            video.pump(now)
+        if video is not None and not self._stopped:
+            video.request_keyframe(now)
             self._collect(video)
 
     def send_dtmf(self, digits: str, now: float, *, duration_ms: int = 160) -> bool:
-        """Queue RFC 4733 telephone-events on the audio stream; False if not negotiated."""
+        """Send RFC 4733 telephone-events on the audio stream; False if not negotiated.
+
+        Each digit is one event (§2.5.1): a first packet with the marker bit,
+        updates every 20 ms, then three end packets 20 ms apart; digits follow
+        one another after a pause, and after digits still being sent.
+        ValueError for a character that is not a DTMF digit (nothing is sent).
+        """
         audio = self.tracks.get("audio")
-        if audio is None or audio.config.telephone_event_pt is None:
+        if audio is None or audio.config.telephone_event_pt is None or self._stopped:
             return False
+        for digit in digits:
+            TelephoneEvent.from_digit(digit)  # all or nothing
         pt = audio.config.telephone_event_pt
-        sender = DtmfSender(clock_rate=8000)
+        sender = DtmfSender(clock_rate=DTMF_CLOCK_RATE)
         start = max(now, self._dtmf_free_at)
         for digit in digits:
-            base = audio.current_timestamp(start, 8000)
-            packets = sender.packets_for(digit, base, duration_ms=duration_ms)
+            base = audio.current_timestamp(start, DTMF_CLOCK_RATE)
+            packets = sender.packets_for(
+                digit, base, duration_ms=duration_ms, interval_ms=round(DTMF_INTERVAL * 1000)
+            )
+            send_at = start
             for index, (marker, timestamp, event) in enumerate(packets):
-                send_at = start + min(index, len(packets) - 3) * 0.02
-                data = audio.rtp_packet(
-                    pt, bytes(event), send_at, marker=marker, timestamp=timestamp
-                )
-                self._dtmf_queue.append((send_at, data))
-            start += duration_ms / 1000 + 0.1  # inter-digit gap
-        self._dtmf_queue.sort(key=lambda item: item[0])
+                send_at = start + index * DTMF_INTERVAL
+                self._dtmf_queue.append(_QueuedDtmf(send_at, pt, bytes(event), marker, timestamp))
+            start = max(start + duration_ms / 1000, send_at + DTMF_INTERVAL) + DTMF_PAUSE
+        self._dtmf_queue.sort(key=lambda item: item.send_at)
         self._dtmf_free_at = start
+        self._send_due_dtmf(now)
         return True
 
+    def _send_due_dtmf(self, now: float) -> None:
+        audio = self.tracks.get("audio")
+        if audio is None:
+            return
+        while self._dtmf_queue and self._dtmf_queue[0].send_at <= now:
+            item = self._dtmf_queue.pop(0)
+            # Numbered as it leaves, so keepalives sent between two DTMF packets
+            # keep the sequence numbers in sending order.
+            audio.send_rtp(
+                audio.rtp_packet(
+                    item.payload_type,
+                    item.payload,
+                    item.send_at,
+                    marker=item.marker,
+                    timestamp=item.timestamp,
+                )
+            )
+
     def stop(self, now: float) -> None:
-        """The call ends: flush buffered media into frames and say RTCP BYE."""
+        """The call ends: flush buffered media into frames and say RTCP BYE (RFC 3550 §6.6).
+
+        Afterwards the core is silent: no timers, input ignored. Idempotent.
+        """
+        if self._stopped:
+            return
         for track in self.tracks.values():
             track.flush()
             self._collect(track)
-            track.goodbye()
-        del now
+            track.goodbye(now)
+        self._dtmf_queue.clear()
+        self._stopped = True
 
     def next_event(self) -> MediaEvent | None:
+        """The oldest pending event, or None."""
         return self._events.pop(0) if self._events else None
 
     def take_events(self) -> list[MediaEvent]:
+        """Every pending event, oldest first."""
         events, self._events = self._events, []
         return events
 
@@ -198,6 +270,7 @@ class CallMedia:
             self._events.append(KeyframeRequested())
 
     def video_dimensions(self) -> tuple[int | None, int | None]:
+        """Width and height from the video's SPS (RFC 6184), when known."""
         video = self.tracks.get("video")
         if video is None:
             return None, None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -93,6 +94,10 @@ class RtpSession:
         self._transports.clear()
         await asyncio.sleep(0)  # let the transports' connection_lost run
 
+    def now(self) -> float:
+        """The loop's clock (the time the core is given)."""
+        return self._loop.time() if self._loop is not None else 0.0
+
     def act(self, action: Callable[[float], object]) -> None:
         """Run ``action(now)`` on the core (e.g. a keyframe request), then flush."""
         if self._loop is None or self._stopped:
@@ -140,4 +145,8 @@ class RtpSession:
         if deadline is not None:
             # uvloop returns a plain Handle (no .when()) for a deadline already past.
             self._timer_deadline = deadline
-            self._timer = self._loop.call_at(max(deadline, self._loop.time()), self._on_timer)
+            # uvloop's clock has 1 ms steps and runs a timer up to 0.5 ms early; a core
+            # woken before its deadline does nothing and asks again: a spin. Waking on
+            # the next whole millisecond after the deadline avoids it (bench/ingest.py).
+            wake = math.ceil(deadline * 1000.0) / 1000.0 + 0.001
+            self._timer = self._loop.call_at(max(wake, self._loop.time()), self._on_timer)

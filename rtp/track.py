@@ -8,10 +8,12 @@ SDP answer, a :class:`~rtp.jitter.JitterBuffer` and one depacketizer per
 payload type.
 
 - **Latching (symmetric RTP, RFC 4961).** The first valid RTP packet (it
-  parses and carries a negotiated payload type) fixes the source address;
-  packets from any other address are counted and dropped. Our own RTP and
-  RTCP go to the latched addresses once known, so a callee behind NAT gets
-  them through its pinhole; before that, to the addresses in its SDP.
+  parses and carries a negotiated payload type, telephone-event or comfort
+  noise) fixes the source address; packets from any other address are counted
+  and dropped, and so are packets of other payload types. RTCP latches the
+  same way on its own socket. Our own RTP and RTCP go to the latched addresses
+  once known, so a callee behind NAT gets them through its pinhole; before
+  that, to the addresses in its SDP.
 - **NAT keepalive.** From the answer on we send RTP (silence in the negotiated
   audio codec; video gets an RTCP RR on its RTP port, harmless to RTP
   receivers that demultiplex by payload type) and RTCP RR to the callee's
@@ -20,15 +22,22 @@ payload type.
 - **Playout.** Packets go through the jitter buffer; released packets go to
   their payload type's depacketizer; frames come out with their extended RTP
   timestamp and arrival time, for :class:`~rtp.sync.CallClock` to give them a
-  PTS. telephone-event packets (RFC 4733) become digits; comfort noise is
-  dropped.
+  PTS. telephone-event packets (RFC 4733) become digits as they arrive.
+  They and comfort noise (RFC 3389) also pass the jitter buffer, so their
+  sequence numbers are not counted lost, and are dropped on release.
 - **RTCP.** SRs feed the call clock (A/V sync) and the LSR/DLSR of our RRs;
   RRs carry loss and jitter (RFC 3550 §6.4.2) every ~5 s. Keyframes are asked
-  for with PLI (RFC 4585 §6.3.1) and FIR (RFC 5104 §4.3.1), rate-limited.
+  for with PLI (RFC 4585 §6.3.1) and FIR (RFC 5104 §4.3.1) in one compound,
+  at most once per ``keyframe_interval``: at a loss, again each interval while
+  the depacketizer still throws packets away for want of one, and on request
+  (coalesced with a request that went out less than an interval ago).
+- **End.** :meth:`TrackReceiver.goodbye` sends RR + SDES + BYE (RFC 3550
+  §6.6); the track then ignores input and has no timer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass, field
@@ -132,7 +141,12 @@ class TrackReceiver:
         self._next_rtcp = now + RTCP_INTERVAL * random.uniform(0.5, 1.0)
         self._next_keepalive: float | None = now if config.keepalive else None
         self._last_keyframe_request = -1e9
-        self._keyframe_wanted = False
+        self._keyframe_wanted = False  # an explicit request waits for the rate limit
+        self._keyframe_for_loss = False  # a depacketizer wants a keyframe after a loss
+        self._undecodable: set[int] = set()
+        self._dtmf_ssrc: int | None = None
+        self._last_media: tuple[int, int, float] | None = None  # (SSRC, timestamp, arrival)
+        self._stopped = False
         self._fir_seq = 0
         self._lsr = 0
         self._lsr_at: float | None = None
@@ -147,6 +161,8 @@ class TrackReceiver:
     # -- input -----------------------------------------------------------------
     def receive(self, socket_name: str, data: bytes, source: Address, now: float) -> None:
         """A datagram on one of this track's sockets."""
+        if self._stopped:
+            return
         if socket_name == self.rtcp_socket and (socket_name != self.rtp_socket or is_rtcp(data)):
             self._receive_rtcp(data, source, now)
             return
@@ -156,12 +172,20 @@ class TrackReceiver:
             self.stats.bad_packets += 1
             return
         pt = packet.payload_type
-        known = pt in self.config.codecs or pt == self.config.telephone_event_pt
+        # Comfort noise (RFC 3389, static PT 13) is the callee's stream too: it
+        # latches and keeps the call active, though it becomes no frame.
+        known = (
+            pt in self.config.codecs
+            or pt == self.config.telephone_event_pt
+            or (pt == COMFORT_NOISE_PT and self.kind == "audio")
+        )
+        if not known:
+            # Not the negotiated stream (after latching too: e.g. RTCP sent to
+            # our RTP port without rtcp-mux); it must not set the remote SSRC.
+            self.stats.unknown_payload += 1
+            return
         latched = self.stats.latched
         if latched is None:
-            if not known:
-                self.stats.unknown_payload += 1
-                return
             self.stats.latched = source
             log.info("%s RTP latched to %s:%d", self.kind, source[0], source[1])
         elif source != latched:
@@ -173,10 +197,29 @@ class TrackReceiver:
         self.stats.remote_ssrc = packet.ssrc
         if pt == self.config.telephone_event_pt:
             self._receive_dtmf(packet)
-        elif pt == COMFORT_NOISE_PT or not known:
-            self.stats.unknown_payload += 0 if pt == COMFORT_NOISE_PT else 1
+            self._push_placeholder(packet, now)
         else:
+            # CN goes through the jitter buffer too (and is dropped on release),
+            # so its sequence numbers do not count as lost in our RRs.
             self.jitter.push(packet, now)
+            self._last_media = (packet.ssrc, packet.timestamp, now)
+
+    def _push_placeholder(self, packet: RtpPacket, now: float) -> None:
+        """Account a telephone-event packet in the jitter buffer (dropped on release).
+
+        Events share the audio stream's SSRC and sequence numbers (RFC 4733),
+        so leaving them out would report them lost in our RRs. Their timestamp
+        is the event's start (§2.5.1), stale by the event's length, which
+        would look like jitter: the packet goes in with the audio timestamp of
+        its arrival instead, extrapolated from the last audio packet.
+        """
+        last = self._last_media
+        timestamp = packet.timestamp
+        if last is not None and last[0] == packet.ssrc:
+            _, last_timestamp, last_at = last
+            elapsed = round((now - last_at) * self.clock_rate)
+            timestamp = (last_timestamp + elapsed) & 0xFFFF_FFFF
+        self.jitter.push(dataclasses.replace(packet, timestamp=timestamp), now)
 
     def _receive_dtmf(self, packet: RtpPacket) -> None:
         try:
@@ -184,6 +227,10 @@ class TrackReceiver:
         except ValueError:
             self.stats.bad_packets += 1
             return
+        if packet.ssrc != self._dtmf_ssrc:
+            # A new source's timestamps say nothing about the old one's events.
+            self._dtmf.reset()
+            self._dtmf_ssrc = packet.ssrc
         digit = self._dtmf.feed(packet.timestamp, event)
         if digit is not None:
             self._digits.append(digit)
@@ -194,8 +241,13 @@ class TrackReceiver:
         except ValueError:
             self.stats.bad_packets += 1
             return
+        # RTCP latches like RTP (RFC 4961): once its source is known, SRs and
+        # BYEs from anyone else are not the callee's.
         if self.stats.latched_rtcp is None:
             self.stats.latched_rtcp = source
+        elif source != self.stats.latched_rtcp:
+            self.stats.foreign_packets += 1
+            return
         self.stats.rtcp_received += 1
         for packet in packets:
             if isinstance(packet, SenderReport):
@@ -209,6 +261,8 @@ class TrackReceiver:
     # -- processing ------------------------------------------------------------
     def pump(self, now: float) -> None:
         """Release due packets from the jitter buffer into frames."""
+        if self._stopped:
+            return
         for released in self.jitter.pop(now):
             self._depacketize(released)
         self._maybe_request_keyframe(now)
@@ -222,21 +276,24 @@ class TrackReceiver:
 
     def _depacketize(self, released: Released) -> None:
         packet = released.packet
-        depacketizer = self._depacketizers.get(packet.payload_type)
+        pt = packet.payload_type
+        depacketizer = self._depacketizers.get(pt)
         if depacketizer is None:
-            codec = self.config.codecs.get(packet.payload_type)
-            if codec is None:
-                return
+            codec = self.config.codecs.get(pt)
+            if codec is None or pt in self._undecodable or pt == self.config.telephone_event_pt:
+                return  # comfort noise, a DTMF placeholder, or a codec without a depacketizer
             name, rate, channels, fmtp = codec
             try:
                 depacketizer = create_depacketizer(
                     name, clock_rate=rate, channels=channels, fmtp=fmtp
                 )
             except ValueError as exc:
+                # Remembered here rather than dropped from the config: the
+                # packets still latch, count and keep the call active.
                 log.warning("%s: cannot depacketize %s: %s", self.kind, name, exc)
-                self.config.codecs.pop(packet.payload_type, None)
+                self._undecodable.add(pt)
                 return
-            self._depacketizers[packet.payload_type] = depacketizer
+            self._depacketizers[pt] = depacketizer
         self._frames.extend(
             depacketizer.push(
                 packet,
@@ -246,42 +303,71 @@ class TrackReceiver:
                 discontinuity=released.discontinuity,
             )
         )
-        if depacketizer.take_keyframe_request():
-            self._keyframe_wanted = True
+        # The edge of a loss episode, or a packet still thrown away for want of
+        # a keyframe: ask again once per keyframe_interval until one comes (the
+        # previous PLI/FIR or the keyframe itself may have been lost).
+        if depacketizer.take_keyframe_request() or depacketizer.needs_keyframe:
+            self._keyframe_for_loss = True
 
     def take_frames(self) -> list[MediaFrame]:
+        """The frames completed since the last call, in order."""
         frames, self._frames = self._frames, []
         return frames
 
     def take_digits(self) -> list[str]:
+        """The DTMF digits (RFC 4733) received since the last call, in order."""
         digits, self._digits = self._digits, []
         return digits
 
     @property
     def depacketizers(self) -> dict[int, Depacketizer]:
+        """The depacketizers made so far, by payload type."""
         return self._depacketizers
 
     # -- keyframes -------------------------------------------------------------
-    def request_keyframe(self) -> None:
-        """Ask the sender for a keyframe at the next chance (rate-limited)."""
+    def request_keyframe(self, now: float | None = None) -> bool:
+        """Ask the sender for a keyframe (PLI + FIR); False when coalesced or not video.
+
+        With ``now``, the request goes out at once unless one went out less
+        than ``keyframe_interval`` ago: the keyframe that one asked for serves
+        this request too. Without ``now`` it waits for the next :meth:`pump`.
+        """
+        if self.kind != "video" or self._stopped:
+            return False
+        if now is not None and now < self._last_keyframe_request + self.config.keyframe_interval:
+            return False
         self._keyframe_wanted = True
+        if now is not None:
+            self._maybe_request_keyframe(now)
+        return True
 
     def take_keyframe_sent(self) -> bool:
         """True once after a keyframe request went out (the call adds SIP INFO)."""
         sent, self._keyframe_request_sent = self._keyframe_request_sent, False
         return sent
 
+    def _needs_keyframe(self) -> bool:
+        return any(d.needs_keyframe for d in self._depacketizers.values())
+
     def _maybe_request_keyframe(self, now: float) -> None:
-        if self.kind != "video" or not self._keyframe_wanted:
+        """RFC 4585 §6.3.1 PLI and RFC 5104 §4.3.1 FIR, at most once per keyframe_interval."""
+        if self.kind != "video":
+            self._keyframe_wanted = self._keyframe_for_loss = False
             return
-        if now - self._last_keyframe_request < self.config.keyframe_interval:
+        if self._keyframe_for_loss and not self._needs_keyframe():
+            self._keyframe_for_loss = False  # a keyframe came while the request waited
+        if not (self._keyframe_wanted or self._keyframe_for_loss):
             return
-        self._keyframe_wanted = False
+        if now < self._last_keyframe_request + self.config.keyframe_interval:
+            return
+        self._keyframe_wanted = self._keyframe_for_loss = False
         self._last_keyframe_request = now
         media_ssrc = self.stats.remote_ssrc or 0
         self._fir_seq = (self._fir_seq + 1) % 256
+        # A full compound (RFC 4585 §3.1): RR and SDES CNAME first, then the feedback.
         packets: list[RtcpPacket] = [
             self._receiver_report(now),
+            self._sdes(),
             PictureLossIndication(sender_ssrc=self.ssrc, media_ssrc=media_ssrc),
             FullIntraRequest(
                 sender_ssrc=self.ssrc, media_ssrc=0, entries=[(media_ssrc, self._fir_seq)]
@@ -314,25 +400,32 @@ class TrackReceiver:
                     fraction_lost=fraction,
                     packets_lost=lost,
                     highest_sequence=highest,
-                    jitter=jitter,
+                    # A peer's wild timestamps must not overflow the 32-bit field
+                    # (serializing would raise on every report from then on).
+                    jitter=min(jitter, 0xFFFF_FFFF),
                     lsr=self._lsr,
                     dlsr=dlsr,
                 )
             )
         return ReceiverReport(ssrc=self.ssrc, reports=reports)
 
+    def _sdes(self) -> SourceDescription:
+        return SourceDescription(chunks=[SdesChunk(self.ssrc, [(1, self.config.cname)])])
+
     def _rtcp_report(self, now: float) -> bytes:
-        sdes = SourceDescription(chunks=[SdesChunk(self.ssrc, [(1, self.config.cname)])])
-        return serialize_compound([self._receiver_report(now), sdes])
+        """RR + SDES CNAME: the compound every RTCP datagram starts with (RFC 3550 §6.1)."""
+        return serialize_compound([self._receiver_report(now), self._sdes()])
 
     def _keepalive(self, now: float) -> None:
+        """NAT keepalive (RFC 6263 §4.6 RTCP, §4.1-style RTP silence) to both remote ports."""
         report = self._rtcp_report(now)
         self._send_rtcp(report)
-        if self.kind == "audio":
-            packet = self._silence_packet(now)
-            if packet is not None:
-                self._outbox.append((self.rtp_socket, packet, self._rtp_destination()))
+        packet = self._silence_packet(now) if self.kind == "audio" else None
+        if packet is not None:
+            self._outbox.append((self.rtp_socket, packet, self._rtp_destination()))
         elif not self.config.rtcp_mux:
+            # Video, or audio without a codec whose silence we know: an RR opens
+            # the RTP pinhole too and RTP receivers drop it by its payload type.
             self._outbox.append((self.rtp_socket, report, self._rtp_destination()))
         self.stats.keepalives_sent += 1
 
@@ -377,9 +470,24 @@ class TrackReceiver:
     def send_rtp(self, data: bytes) -> None:
         self._outbox.append((self.rtp_socket, data, self._rtp_destination()))
 
-    def goodbye(self) -> None:
-        """RTCP BYE at the end of the call (RFC 3550 §6.6)."""
-        self._send_rtcp(serialize_compound([Goodbye(sources=[self.ssrc], reason=None)]))
+    def goodbye(self, now: float | None = None) -> None:
+        """RTCP BYE at the end of the call (RFC 3550 §6.6); the track then stays silent.
+
+        The BYE ends a compound that starts with an RR and an SDES CNAME
+        (§6.1). Only the first call sends anything.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._keyframe_wanted = self._keyframe_for_loss = False
+        report = self._receiver_report(self._started_at if now is None else now)
+        bye = Goodbye(sources=[self.ssrc], reason=None)
+        self._send_rtcp(serialize_compound([report, self._sdes(), bye]))
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`goodbye` was sent: no more timers, input ignored."""
+        return self._stopped
 
     def datagrams_to_send(self) -> list[tuple[str, bytes, Address]]:
         out, self._outbox = self._outbox, []
@@ -387,13 +495,19 @@ class TrackReceiver:
 
     # -- timers ----------------------------------------------------------------
     def get_timer(self) -> float | None:
+        """The next deadline of this track, or None once stopped."""
+        if self._stopped:
+            return None
         deadlines = [self.jitter.get_timer(), self._next_rtcp, self._next_keepalive]
-        if self._keyframe_wanted and self.kind == "video":
+        if self.kind == "video" and (self._keyframe_wanted or self._keyframe_for_loss):
             deadlines.append(self._last_keyframe_request + self.config.keyframe_interval)
         present = [d for d in deadlines if d is not None]
         return min(present) if present else None
 
     def handle_timer(self, now: float) -> None:
+        """Release due packets, send due RRs (RFC 3550 §6.2) and keepalives."""
+        if self._stopped:
+            return
         self.pump(now)
         if now >= self._next_rtcp:
             self._send_rtcp(self._rtcp_report(now))

@@ -280,6 +280,7 @@ class Stream:
         self._gop: list[MediaFrame] = []
         self._gop_bytes = 0
         self._keyframe_requester: Callable[[], None] | None = None
+        self._stats_source: Callable[[Stream], None] | None = None
         self._last_keyframe_request: float | None = None
 
     def __repr__(self) -> str:
@@ -329,6 +330,11 @@ class Stream:
                 wants_keyframe = True
         if wants_keyframe:
             self.request_keyframe()
+
+    def set_stats_source(self, fn: Callable[[Stream], None] | None) -> None:
+        """Called by :meth:`snapshot` to refresh the producer's counters first, so a
+        reader sees them current without the producer updating them per packet."""
+        self._stats_source = fn
 
     def set_keyframe_requester(self, fn: Callable[[], None] | None) -> None:
         """What :meth:`request_keyframe` calls (the call sends RTCP PLI/FIR or SIP INFO)."""
@@ -390,6 +396,11 @@ class Stream:
     # -- reporting ------------------------------------------------------------------------
     def snapshot(self) -> StreamInfo:
         """The stream as ``/stream/find`` reports it."""
+        if self._stats_source is not None:
+            try:
+                self._stats_source(self)
+            except Exception:
+                log.exception("stream %s: the statistics source failed", self.name)
         return StreamInfo(
             media_session_id=self.media_session_id,
             name=self.name,
