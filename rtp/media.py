@@ -167,6 +167,12 @@ class CallMedia:
             self._events.append(MediaInactive(now - self._idle_since))
 
     # -- control -----------------------------------------------------------------
+    def retarget(self, kind: MediaKind, remote_rtp: Address, remote_rtcp: Address) -> None:
+        """A re-INVITE moved the callee's media for ``kind`` (see TrackReceiver.retarget)."""
+        track = self.tracks.get(kind)
+        if track is not None:
+            track.retarget(remote_rtp, remote_rtcp)
+
     def set_expect_media(self, expect: bool, now: float) -> None:
         """Hold (the callee sends nothing) pauses the inactivity check."""
         self.expect_media = expect

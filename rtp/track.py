@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rtp.depacketize import Depacketizer, create_depacketizer
 from rtp.dtmf import DtmfReceiver, TelephoneEvent
@@ -325,6 +325,17 @@ class TrackReceiver:
         return self._depacketizers
 
     # -- keyframes -------------------------------------------------------------
+    def retarget(self, remote_rtp: Address, remote_rtcp: Address) -> bool:
+        """The callee moved its media (a re-INVITE with a new c=/m= address): send there
+        and latch again to the first packet that comes. Returns whether anything changed."""
+        if (remote_rtp, remote_rtcp) == (self.config.remote_rtp, self.config.remote_rtcp):
+            return False
+        self.config = replace(self.config, remote_rtp=remote_rtp, remote_rtcp=remote_rtcp)
+        self.stats.latched = None
+        self.stats.latched_rtcp = None
+        log.info("%s media moved to %s:%d", self.kind, remote_rtp[0], remote_rtp[1])
+        return True
+
     def request_keyframe(self, now: float | None = None) -> bool:
         """Ask the sender for a keyframe (PLI + FIR); False when coalesced or not video.
 

@@ -11,6 +11,7 @@ after a loss.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -18,13 +19,13 @@ from rtp.frame import MediaKind
 from rtp.jitter import JitterConfig
 from rtp.media import CallMedia, DtmfDigit, FrameReady, KeyframeRequested, MediaInactive
 from rtp.session import RtpSession
-from rtp.track import TrackConfig
+from rtp.track import Address, TrackConfig
 from sipbridge.ports import PortPair
 from sipbridge.registry import Stream, StreamStatus
 from sipbridge.settings import RtpSettings
 from sipbridge.sip.offer_answer import NegotiatedSession, NegotiatedStream
 
-__all__ = ["CallMediaLink", "track_configs"]
+__all__ = ["CallMediaLink", "expects_media", "track_configs"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,12 @@ def _track_config(stream: NegotiatedStream, settings: RtpSettings, cname: bytes)
         keyframe_interval=settings.keyframe_interval,
         cname=cname,
     )
+
+
+def expects_media(negotiated: NegotiatedSession) -> bool:
+    """Whether the callee sends to us: some stream is sendrecv or sendonly on its side."""
+    streams = [s for s in (negotiated.audio, negotiated.video) if s is not None]
+    return any(s.direction in ("sendrecv", "sendonly") for s in streams)
 
 
 class CallMediaLink:
@@ -138,6 +145,23 @@ class CallMediaLink:
 
     def set_expect_media(self, expect: bool) -> None:
         self.session.act(lambda now: self.media.set_expect_media(expect, now))
+
+    def update(self, negotiated: NegotiatedSession) -> None:
+        """A re-INVITE changed the media: follow a new remote address, pause or resume
+        the inactivity check with the callee's direction (hold)."""
+        for stream in (negotiated.audio, negotiated.video):
+            if stream is None or stream.kind not in ("audio", "video"):
+                continue
+            kind: MediaKind = "video" if stream.kind == "video" else "audio"
+            rtp = (stream.remote_address, stream.remote_port)
+            rtcp = rtp if stream.rtcp_mux else (stream.remote_address, stream.remote_rtcp_port)
+            if stream.remote_port and stream.remote_address not in ("0.0.0.0", "::"):
+                self.session.act(functools.partial(self._retarget, kind, rtp, rtcp))
+        self.set_expect_media(expects_media(negotiated))
+
+    def _retarget(self, kind: MediaKind, rtp: Address, rtcp: Address, now: float) -> None:
+        del now
+        self.media.retarget(kind, rtp, rtcp)
 
     def _dispatch(self) -> None:
         stream = self.stream

@@ -18,7 +18,7 @@ import socket
 import time
 from types import TracebackType
 
-from sipbridge.call_media import CallMediaLink
+from sipbridge.call_media import CallMediaLink, expects_media
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.calls import Call
 from sipbridge.errors import Conflict, InvalidRequest, NotFound, NotSupported
@@ -30,17 +30,11 @@ from sipbridge.signaling import SipEndpoint
 from sipbridge.sip.account import SipAccount
 from sipbridge.sip.address import SipParseError, Target, format_host
 from sipbridge.sip.invite import CallTimers, OutboundCall, callee_uri
-from sipbridge.sip.offer_answer import MediaOfferConfig, NegotiatedSession
+from sipbridge.sip.offer_answer import MediaOfferConfig
 from sipbridge.sip.registration import Registration, RegistrationState
 from sipbridge.sip.ua import UserAgent
 
 __all__ = ["Gateway"]
-
-
-def _expects_media(negotiated: NegotiatedSession) -> bool:
-    """Whether the callee sends to us: some stream is sendrecv or sendonly on its side."""
-    streams = [s for s in (negotiated.audio, negotiated.video) if s is not None]
-    return any(s.direction in ("sendrecv", "sendonly") for s in streams)
 
 
 log = logging.getLogger(__name__)
@@ -258,7 +252,7 @@ class Gateway:
             call.drain()
             if call.media_changed and call.media is not None and call.negotiated is not None:
                 call.media_changed = False
-                call.media.set_expect_media(_expects_media(call.negotiated))
+                call.media.update(call.negotiated)
 
     async def _start_media(self, call: Call, flow: OutboundCall) -> None:
         """Receive the callee's RTP on the call's sockets and publish it (issue 3)."""
@@ -288,7 +282,7 @@ class Gateway:
         call.media = link
         call.media_changed = False
         await link.start()
-        link.set_expect_media(_expects_media(call.negotiated))
+        link.set_expect_media(expects_media(call.negotiated))
 
     def _forget_old_calls(self) -> None:
         cutoff = time.monotonic() - self.finished_call_retention

@@ -328,6 +328,26 @@ def test_keepalives_follow_the_latched_addresses() -> None:
     assert track.stats.latched_rtcp == NAT_RTCP
 
 
+def test_retarget_after_a_reinvite_sends_to_the_new_address_and_latches_again() -> None:
+    track, run = track_run(audio_config(keepalive_interval=5.0))
+    run.deliver("audio-rtp", pcmu(0), NAT_RTP, 0.5)
+    assert track.retarget(REMOTE_RTP, REMOTE_RTCP) is False  # the same SDP address: no change
+
+    moved_rtp, moved_rtcp = ("192.0.2.20", 50000), ("192.0.2.20", 50001)
+    assert track.retarget(moved_rtp, moved_rtcp) is True
+    assert track.stats.latched is None
+    run.sent.clear()
+    run.run_until(5.0)
+    assert {s.socket: s.address for s in run.sent if s.at == 5.0} == {
+        "audio-rtp": moved_rtp,
+        "audio-rtcp": moved_rtcp,
+    }
+    run.deliver("audio-rtp", pcmu(1), moved_rtp, 5.5)
+    run.deliver("audio-rtp", pcmu(2), NAT_RTP, 5.52)  # the old source is foreign now
+    assert track.stats.latched == moved_rtp
+    assert track.stats.foreign_packets == 1
+
+
 def test_rtcp_from_a_stranger_after_latching_is_ignored() -> None:
     track, run = track_run(audio_config(keepalive=False))
     run.deliver("audio-rtcp", sender_report(ntp_from_unix(1.7e9), 1), NAT_RTCP, 0.0)
