@@ -923,6 +923,21 @@ def test_dtmf_info_one_digit_at_a_time() -> None:
     rig.peer.expect_nothing()
 
 
+def test_picture_fast_update_info_once_and_queued_behind_dtmf() -> None:
+    rig, _, _ = established()
+    rig.call.send_dtmf_info("5", rig.peer.now)
+    rig.call.request_picture_fast_update(rig.peer.now)
+    rig.call.request_picture_fast_update(rig.peer.now)  # one pending request at most
+    dtmf = rig.peer.expect_request("INFO")
+    assert dtmf.headers.get("Content-Type") == "application/dtmf-relay"
+    rig.peer.reply(dtmf, 200)
+    update = rig.peer.expect_request("INFO")
+    assert update.headers.get("Content-Type") == "application/media_control+xml"
+    assert b"<picture_fast_update/>" in update.body
+    rig.peer.reply(update, 200)
+    rig.peer.expect_nothing()
+
+
 def test_dtmf_info_timeout_moves_on() -> None:
     rig, _, _ = established()
     rig.call.send_dtmf_info("12", rig.peer.now)
