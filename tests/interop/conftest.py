@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.gateway_process import GatewayProcess, running_gateway
 from tests.interop.peers import Kamailio, PeerSet
 
 #: Users known to the ``kamailio`` fixture (user -> password).
@@ -27,3 +28,10 @@ def peers(artifacts_dir: Path, tmp_path: Path) -> Iterator[PeerSet]:
 def kamailio(peers: PeerSet) -> Kamailio:
     """A running Kamailio registrar/proxy for domain 127.0.0.1 with :data:`KAMAILIO_USERS`."""
     return peers.kamailio(users=KAMAILIO_USERS)
+
+
+@pytest.fixture
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """The real ``sipbridge serve`` on free ports; must exit 0 with no traceback logged."""
+    with running_gateway(tmp_path_factory.mktemp("gateway")) as process:
+        yield process

@@ -6,17 +6,20 @@ uvicorn and uvloop. Tests talk to it with httpx and read its log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.interop.peers import free_port
 
 
 class GatewayProcess:
@@ -127,3 +130,29 @@ class GatewayProcess:
         raise AssertionError(
             f"call {call_id} never reached {sorted(wanted)}; last {json.dumps(call)}, seen {seen}"
         )
+
+
+@contextlib.contextmanager
+def running_gateway(
+    workdir: Path, *, rtp_ports: int = 20, rtp_settings: str = ""
+) -> Iterator[GatewayProcess]:
+    """A started gateway on free ports of 127.0.0.1, stopped by PID afterwards.
+
+    On the way out it must exit 0 on SIGTERM and must have logged no traceback.
+    """
+    rtp = free_port("udp", span=rtp_ports)
+    process = GatewayProcess(
+        workdir,
+        http_port=free_port("tcp"),
+        sip_port=free_port("sip"),
+        rtp_range=(rtp, rtp + rtp_ports - 1),
+        rtp_settings=rtp_settings,
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        code = process.stop()
+        log = process.log_text()
+        assert code == 0, f"gateway exit code {code}\n{log[-2000:]}"
+        assert "Traceback" not in log, log[-4000:]

@@ -19,7 +19,6 @@ H.264-only video stream with port 0 unless that module is installed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,32 +28,13 @@ import pytest
 from tests.interop.baresip import Baresip, BaresipSipMessage
 from tests.interop.conftest import KAMAILIO_USERS
 from tests.interop.gateway_process import GatewayProcess
-from tests.interop.peers import Kamailio, PeerSet, free_port
+from tests.interop.peers import Kamailio, PeerSet
 from tests.interop.test_calls_via_kamailio import seed_body
 
 pytestmark = pytest.mark.interop
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """The real gateway on free ports; it must exit 0 on SIGTERM."""
-    workdir = tmp_path_factory.mktemp("gateway")
-    rtp = free_port("udp", span=20)
-    process = GatewayProcess(
-        workdir,
-        http_port=free_port("tcp"),
-        sip_port=free_port("sip"),
-        rtp_range=(rtp, rtp + 19),
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        code = process.stop()
-        assert code == 0, f"gateway exit code {code}\n{process.log_text()[-2000:]}"
 
 
 def start_bob(peers: PeerSet, kamailio: Kamailio, tmp_path: Path, **options: Any) -> Baresip:

@@ -44,7 +44,6 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from sipbridge.settings import RtpSettings
 from tests.interop.baresip import Baresip, MediaSources
 from tests.interop.conftest import KAMAILIO_USERS
 from tests.interop.gateway_process import GatewayProcess
-from tests.interop.peers import Kamailio, PeerSet, free_port, require_binary
+from tests.interop.peers import Kamailio, PeerSet, require_binary
 from tests.interop.test_baresip import establish, gateway_trace, media_lines
 
 pytestmark = pytest.mark.interop
@@ -117,25 +116,6 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> MediaFiles:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """The real gateway on free ports (default jitter settings); it must exit 0 on SIGTERM."""
-    workdir = tmp_path_factory.mktemp("gateway")
-    rtp = free_port("udp", span=20)
-    process = GatewayProcess(
-        workdir,
-        http_port=free_port("tcp"),
-        sip_port=free_port("sip"),
-        rtp_range=(rtp, rtp + 19),
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        code = process.stop()
-        assert code == 0, f"gateway exit code {code}\n{process.log_text()[-2000:]}"
 
 
 def start_bob_with_media(

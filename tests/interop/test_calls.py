@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.interop.gateway_process import GatewayProcess
-from tests.interop.peers import PeerSet, Sipp, free_port
+from tests.interop.gateway_process import GatewayProcess, running_gateway
+from tests.interop.peers import PeerSet, Sipp
 
 pytestmark = pytest.mark.interop
 
@@ -22,22 +22,8 @@ pytestmark = pytest.mark.interop
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """One gateway process for the module, on free ports, stopped by PID."""
-    workdir = tmp_path_factory.mktemp("gateway")
-    rtp = free_port("udp", span=40)
-    process = GatewayProcess(
-        workdir,
-        http_port=free_port("tcp"),
-        sip_port=free_port("sip"),
-        rtp_range=(rtp, rtp + 39),
-    )
-    process.start()
-    try:
+    with running_gateway(tmp_path_factory.mktemp("gateway"), rtp_ports=40) as process:
         yield process
-    finally:
-        code = process.stop()
-        log = process.log_text()
-        assert "Traceback" not in log, log[-4000:]
-        assert code == 0, f"gateway exit code {code}\n{log[-2000:]}"
 
 
 def startup_body(call_id: str, callee: Sipp, **overrides: Any) -> dict[str, Any]:

@@ -8,34 +8,15 @@ kamailio is a real registrar and authenticating proxy (digest on REGISTER with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.interop.conftest import KAMAILIO_USERS
 from tests.interop.gateway_process import GatewayProcess
-from tests.interop.peers import Kamailio, PeerSet, free_port
+from tests.interop.peers import Kamailio, PeerSet
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    workdir = tmp_path_factory.mktemp("gateway")
-    rtp = free_port("udp", span=20)
-    process = GatewayProcess(
-        workdir,
-        http_port=free_port("tcp"),
-        sip_port=free_port("sip"),
-        rtp_range=(rtp, rtp + 19),
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        code = process.stop()
-        assert code == 0, f"gateway exit code {code}\n{process.log_text()[-2000:]}"
 
 
 def seed_body(call_id: str, kamailio: Kamailio, **overrides: Any) -> dict[str, Any]:

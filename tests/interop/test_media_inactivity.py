@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from rtp.packet import RtpPacket, is_rtcp
-from tests.interop.gateway_process import GatewayProcess
+from tests.interop.gateway_process import GatewayProcess, running_gateway
 from tests.interop.peers import PeerSet, free_port
 from tests.interop.test_calls import startup_body
 
@@ -23,20 +23,11 @@ pytestmark = pytest.mark.interop
 
 @pytest.fixture
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    workdir = tmp_path_factory.mktemp("gateway")
-    rtp = free_port("udp", span=10)
-    process = GatewayProcess(
-        workdir,
-        http_port=free_port("tcp"),
-        sip_port=free_port("sip"),
-        rtp_range=(rtp, rtp + 9),
-        rtp_settings="inactivity_timeout = 2.0\nkeepalive_interval = 0.5\n",
-    )
-    process.start()
-    try:
+    settings = "inactivity_timeout = 2.0\nkeepalive_interval = 0.5\n"
+    with running_gateway(
+        tmp_path_factory.mktemp("gateway"), rtp_ports=10, rtp_settings=settings
+    ) as process:
         yield process
-    finally:
-        assert process.stop() == 0, process.log_text()[-2000:]
 
 
 def test_keepalives_then_failed_by_rtp_activity(gateway: GatewayProcess, peers: PeerSet) -> None:
