@@ -8,11 +8,11 @@
 set -euo pipefail
 
 # Peer packages. Later: nginx libnginx-mod-rtmp ffmpeg chromium chromium-driver tshark ...
-PEER_PACKAGES=(kamailio sip-tester baresip-core baresip-ffmpeg baresip-gstreamer ffmpeg)
+PEER_PACKAGES=(kamailio sip-tester baresip-core baresip-ffmpeg baresip-gstreamer ffmpeg nginx libnginx-mod-rtmp)
 # Programs that must be on PATH afterwards (the tests' require_binary names).
-PEER_BINARIES=(kamailio sipp baresip ffmpeg ffprobe)
+PEER_BINARIES=(kamailio sipp baresip ffmpeg ffprobe nginx)
 # Services the packages above may start by themselves (add nginx with nginx).
-PEER_SERVICES=(kamailio)
+PEER_SERVICES=(kamailio nginx)
 
 log() { printf 'install-peers: %s\n' "$*"; }
 
