@@ -164,8 +164,12 @@ class CallMediaLink:
         self.media.retarget(kind, rtp, rtcp)
 
     def _dispatch(self) -> None:
+        # Called after every datagram; most produce no event (bench/ingest.py).
+        events = self.media.take_events()
+        if not events:
+            return
         stream = self.stream
-        for event in self.media.take_events():
+        for event in events:
             if isinstance(event, FrameReady):
                 if stream is not None and not stream.status.is_final:
                     if stream.status is not StreamStatus.PUBLISHING:
