@@ -63,6 +63,7 @@ import av
 
 from rtmp.audio import AacTranscoder, g711_silence
 from rtmp.output import AudioSpec
+from rtmp.urls import redact_url
 from rtmp.writer import ConnectionWriter, has_avc_config
 from rtp.frame import MediaFrame
 from sipbridge.registry import Stream, Subscription
@@ -208,6 +209,8 @@ class RtmpPusher:
         *,
         on_status: Callable[[PushStatus, str | None], None] | None = None,
     ) -> None:
+        self.log_url = redact_url(config.url)
+        """The target for log lines, stream key hidden."""
         self.stream = stream
         self.config = config
         self.on_status = on_status
@@ -271,7 +274,9 @@ class RtmpPusher:
             await asyncio.to_thread(thread.join, bound)
             if thread.is_alive():
                 log.error(
-                    "push %s: writer thread did not end within %.0f s", self.config.url, bound
+                    "push %s: writer thread did not end within %.0f s",
+                    self.log_url,
+                    bound,
                 )
         if not self.status.is_final:
             self._set_status(PushStatus.STOPPED, self.info)
@@ -317,7 +322,7 @@ class RtmpPusher:
             return
         self.status = status
         self.info = info
-        log.info("push %s: %s%s", self.config.url, status.value, f" ({info})" if info else "")
+        log.info("push %s: %s%s", self.log_url, status.value, f" ({info})" if info else "")
         if status is PushStatus.FAILED:
             if self._reader is not None:
                 self._reader.cancel()
@@ -327,7 +332,7 @@ class RtmpPusher:
             try:
                 self.on_status(status, info)
             except Exception:
-                log.exception("push %s: on_status failed", self.config.url)
+                log.exception("push %s: on_status failed", self.log_url)
 
     # -- worker thread side -------------------------------------------------------------------
     def _post(self, fn: Callable[[], object]) -> None:
@@ -347,7 +352,7 @@ class RtmpPusher:
         try:
             self._run_writer()
         except Exception as exc:
-            log.exception("push %s: writer crashed", self.config.url)
+            log.exception("push %s: writer crashed", self.log_url)
             self.stats.last_error = repr(exc)
             self._post_status(PushStatus.FAILED, FAILED_INFO)
 
@@ -389,7 +394,7 @@ class RtmpPusher:
             except (av.FFmpegError, OSError) as exc:
                 writer.abort()
                 self.stats.last_error = str(exc)
-                log.warning("push %s: finishing the FLV failed: %s", self.config.url, exc)
+                log.warning("push %s: finishing the FLV failed: %s", self.log_url, exc)
             self._post_status(PushStatus.STOPPED, None)
             return
 
@@ -400,12 +405,15 @@ class RtmpPusher:
         limit = self.config.max_retries
         if limit is not None and failures > limit:
             log.warning(
-                "push %s: giving up after %d failures: %s", self.config.url, failures, message
+                "push %s: giving up after %d failures: %s",
+                self.log_url,
+                failures,
+                message,
             )
             self._post_status(PushStatus.FAILED, FAILED_INFO)
             return False
         delay = min(self.config.retry_initial * 2 ** (failures - 1), self.config.retry_max)
-        log.info("push %s: %s; retrying in %.1f s", self.config.url, message, delay)
+        log.info("push %s: %s; retrying in %.1f s", self.log_url, message, delay)
         self._post_status(PushStatus.PENDING, message)
         if self._stopping.wait(delay):
             self._post_status(PushStatus.STOPPED, None)

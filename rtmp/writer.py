@@ -120,7 +120,7 @@ class ConnectionWriter:
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            log.warning("push %s: " + message, self.pusher.config.url, *args)
+            log.warning("push %s: " + message, self.pusher.log_url, *args)
 
     def _write(self, frame: MediaFrame) -> None:
         if frame.kind == "video":
@@ -142,7 +142,7 @@ class ConnectionWriter:
         if seen is not None and current is not None:
             merged = current.updated(list(seen.sps), list(seen.pps))
             if merged != current:
-                log.info("push %s: new SPS/PPS: new sequence header", self.pusher.config.url)
+                log.info("push %s: new SPS/PPS: new sequence header", self.pusher.log_url)
                 new_config = merged
         if not data:
             return  # parameter sets only: they went into the sequence header

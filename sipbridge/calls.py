@@ -45,6 +45,9 @@ class Call:
         self.call_id = request.call_id
         self.caller = caller
         self.stream_name = stream_name
+        # Where the call's stream is pushed ("SIP as RTMP"): rtmpUrl, or the RTMP URL
+        # found in toStream/rtmpStream; reported as the call's rtmpUrl.
+        self.rtmp_url: str | None = request.rtmp_url
         self.status = CallStatus.NEW
         self.sip_status: int | None = None
         self.info: str | None = None
@@ -74,7 +77,7 @@ class Call:
             sipStatus=self.sip_status,
             info=self.info,
             streamName=self.stream_name,
-            rtmpUrl=req.rtmp_url,
+            rtmpUrl=self.rtmp_url,
             rtmpStream=req.rtmp_stream,
             hasAudio=req.has_audio,
             hasVideo=req.has_video,

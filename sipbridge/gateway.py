@@ -5,6 +5,9 @@ places an outbound call and answers at once while the call proceeds in its
 own task: resolve the SIP server, reserve RTP ports, REGISTER when asked, then
 INVITE. ``find_calls``/``all_calls`` report calls with the WCS vocabulary;
 finished calls stay visible for ``finished_call_retention`` seconds.
+``gateway.pushes`` (a :class:`~sipbridge.pushes.PushManager`) pushes streams to
+RTMP servers: a call started with ``rtmpUrl`` ("SIP as RTMP") is pushed from its
+start until it ends.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sipbridge.calls import Call
 from sipbridge.errors import Conflict, InvalidRequest, NotFound, NotSupported
 from sipbridge.logs import register_secret
 from sipbridge.ports import PortRangeExhausted, RtpPortAllocator
+from sipbridge.pushes import PushManager, call_push_target, is_rtmp_url, rtmp_target_url
 from sipbridge.registry import Stream, StreamRegistry, StreamStatus
 from sipbridge.settings import Settings, parse_outbound_proxy
 from sipbridge.signaling import SipEndpoint
@@ -54,6 +58,7 @@ class Gateway:
         self.settings = settings or Settings()
         self._calls: dict[str, Call] = {}
         self.streams = StreamRegistry(keyframe_interval=self.settings.rtp.keyframe_interval)
+        self.pushes = PushManager(self.streams, self.settings.rtmp)
         self._endpoint = SipEndpoint(self.settings.sip, on_activity=self._dispatch)
         rtp = self.settings.rtp
         self._ports = RtpPortAllocator(self._media_bind_host(), rtp.port_min, rtp.port_max)
@@ -83,6 +88,7 @@ class Gateway:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        await self.pushes.stop_all()
         await self._endpoint.stop()
         self._started = False
 
@@ -117,18 +123,39 @@ class Gateway:
         existing = self._calls.get(request.call_id)
         if existing is not None and not existing.is_final:
             raise Conflict(f"callId {request.call_id!r} is in use", field="callId")
-        stream_name = request.to_stream or request.call_id
+        push_target = call_push_target(request)
+        if push_target is not None:
+            # A bad URL is the caller's 400 before anything is reserved.
+            rtmp_target_url(push_target.rtmp_url, request.call_id, field=push_target.field)
+        # "SIP as RTMP" with the RTMP URL in toStream: the local stream takes the callId.
+        to_stream = None if is_rtmp_url(request.to_stream) else request.to_stream
+        stream_name = to_stream or request.call_id
         try:
             stream = self.streams.reserve(
                 stream_name, call_id=request.call_id, on_terminate=self._on_stream_terminated
             )
         except Conflict as exc:
             raise Conflict(exc.message, field="toStream") from None
+        if push_target is not None:
+            try:
+                push = self.pushes.start(
+                    stream,
+                    push_target.rtmp_url,
+                    published_name=push_target.published_name,
+                    call_id=request.call_id,
+                    field=push_target.field,
+                )
+            except Exception:
+                self.streams.remove(stream_name)
+                raise
+            log.info("call %s: pushed to RTMP as push %s", request.call_id, push.media_session_id)
         if request.sip_password:
             register_secret(request.sip_password)
         domain = request.sip_domain or self.settings.sip.default_domain
         call = Call(request, caller=f"{request.sip_login}@{domain}", stream_name=stream_name)
         call.stream = stream
+        if push_target is not None:
+            call.rtmp_url = push_target.rtmp_url
         self._calls[request.call_id] = call
         call.task = asyncio.create_task(self._run_call(call), name=f"call-{request.call_id}")
         return call
@@ -401,6 +428,8 @@ class Gateway:
                     if call.status is CallStatus.FAILED
                     else StreamStatus.UNPUBLISHED
                 )
+                # The call's pushes end with it ("SIP as RTMP" and /push/* alike).
+                await self.pushes.stop_stream(call.stream)
             for pair in call.ports.values():
                 self._ports.release(pair)
             call.ports.clear()

@@ -29,7 +29,12 @@ log = logging.getLogger(__name__)
 
 def build_app(gateway: Gateway, settings: Settings) -> Starlette:
     """The REST app whose lifespan starts and stops ``gateway``."""
-    app = create_app(gateway, api_token=settings.http.api_token, streams=gateway.streams)
+    app = create_app(
+        gateway,
+        api_token=settings.http.api_token,
+        streams=gateway.streams,
+        pushes=gateway.pushes,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -37,6 +37,7 @@ __all__ = [
     "HttpSettings",
     "LogSettings",
     "OutboundProxy",
+    "RtmpSettings",
     "RtpSettings",
     "Settings",
     "SettingsError",
@@ -267,6 +268,49 @@ class RtpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return max(0, (self.port_max - self.first_even_port + 1) // 2)
 
 
+# AAC sample rates (ISO/IEC 14496-3 Table 1.18) that the pusher's encoder is used with.
+AAC_SAMPLE_RATES: typing.Final = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+class RtmpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """RTMP pushes (``[rtmp]``): "SIP as RTMP" and ``/push/*``.
+
+    ``audio = "aac"`` transcodes the call's audio to AAC-LC (what YouTube, Facebook
+    and most platforms require); ``"copy"`` passes G.711 through untouched as FLV
+    audio codecs 7/8 (A-law/mu-law, Adobe FLV spec v10.1 §E.4.2.1) for servers
+    that take it. A refused or dropped connection is retried with exponential
+    backoff from ``retry_initial`` to ``retry_max`` seconds, ``max_retries`` times
+    in a row (-1: forever) before the push is FAILED.
+    """
+
+    audio: Literal["aac", "copy"] = "aac"
+    audio_bitrate: Annotated[int, msgspec.Meta(ge=8000, le=512000)] = 128_000
+    audio_sample_rate: int = 48_000
+    still_video: bool = False
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=300.0)] = 5.0
+    rw_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=300.0)] = 10.0
+    retry_initial: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 1.0
+    retry_max: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 30.0
+    max_retries: Annotated[int, msgspec.Meta(ge=-1, le=1_000_000)] = 10
+
+    def __post_init__(self) -> None:
+        if self.audio_sample_rate not in AAC_SAMPLE_RATES:
+            rates = ", ".join(str(rate) for rate in AAC_SAMPLE_RATES)
+            raise _field_error(
+                "audio_sample_rate", f"must be one of {rates}, got {self.audio_sample_rate}"
+            )
+        if self.retry_max < self.retry_initial:
+            raise _field_error(
+                "retry_max",
+                f"must be >= retry_initial ({self.retry_initial}), got {self.retry_max}",
+            )
+
+    @property
+    def retries(self) -> int | None:
+        """``max_retries`` as the pusher takes it: ``None`` retries forever."""
+        return None if self.max_retries < 0 else self.max_retries
+
+
 class LogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Logging (``[log]``); applied by :func:`sipbridge.logs.configure_logging`."""
 
@@ -281,6 +325,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     sip: SipSettings = msgspec.field(default_factory=SipSettings)
     rtp: RtpSettings = msgspec.field(default_factory=RtpSettings)
+    rtmp: RtmpSettings = msgspec.field(default_factory=RtmpSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
 
 

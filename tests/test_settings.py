@@ -16,6 +16,7 @@ from sipbridge.settings import (
     HttpSettings,
     LogSettings,
     OutboundProxy,
+    RtmpSettings,
     RtpSettings,
     Settings,
     SettingsError,
@@ -430,3 +431,68 @@ def test_jitter_initial_delay_must_lie_within_min_and_max() -> None:
     assert "0.1..0.5" in message
     ok = settings_from_dict({"rtp": {"jitter_min_delay": 0.0, "jitter_initial_delay": 0.0}})
     assert ok.rtp.jitter_initial_delay == 0.0
+
+
+# --- [rtmp] -----------------------------------------------------------------------------------
+
+
+def test_rtmp_defaults() -> None:
+    rtmp = Settings().rtmp
+    assert rtmp == RtmpSettings()
+    assert (rtmp.audio, rtmp.audio_bitrate, rtmp.audio_sample_rate) == ("aac", 128_000, 48_000)
+    assert rtmp.still_video is False
+    assert (rtmp.connect_timeout, rtmp.rw_timeout) == (5.0, 10.0)
+    assert (rtmp.retry_initial, rtmp.retry_max, rtmp.max_retries) == (1.0, 30.0, 10)
+    assert rtmp.retries == 10
+
+
+def test_rtmp_values_are_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[rtmp]\naudio = "copy"\naudio_bitrate = 64000\naudio_sample_rate = 44100\n'
+        "still_video = true\nconnect_timeout = 2\nrw_timeout = 3.5\n"
+        "retry_initial = 0.5\nretry_max = 8.0\nmax_retries = -1\n"
+    )
+    rtmp = load_settings(path, env={}).rtmp
+    assert rtmp == RtmpSettings(
+        audio="copy",
+        audio_bitrate=64000,
+        audio_sample_rate=44100,
+        still_video=True,
+        connect_timeout=2.0,
+        rw_timeout=3.5,
+        retry_initial=0.5,
+        retry_max=8.0,
+        max_retries=-1,
+    )
+    assert rtmp.retries is None  # -1: retry forever
+
+
+def test_rtmp_env_overrides() -> None:
+    env = {"SIPBRIDGE_RTMP_AUDIO": "copy", "SIPBRIDGE_RTMP_MAX_RETRIES": "3"}
+    rtmp = load_settings(env=env).rtmp
+    assert (rtmp.audio, rtmp.max_retries) == ("copy", 3)
+
+
+@pytest.mark.parametrize(
+    ("rtmp", "message"),
+    [
+        ({"audio": "mp3"}, "rtmp.audio: expected one of 'aac', 'copy', got 'mp3'"),
+        ({"audio_sample_rate": 44000}, "rtmp.audio_sample_rate: must be one of 8000, 16000, 22050"),
+        ({"audio_bitrate": 1000}, "rtmp.audio_bitrate: expected int >= 8000"),
+        ({"connect_timeout": 0.0}, "rtmp.connect_timeout: expected float > 0.0"),
+        ({"max_retries": -2}, "rtmp.max_retries: expected int >= -1"),
+        ({"retry_initial": 5.0, "retry_max": 2.0}, "rtmp.retry_max: must be >= retry_initial"),
+        ({"still_video": "yes"}, "rtmp.still_video: expected bool, got str"),
+        ({"bitrate": 1}, 'unknown key "rtmp.bitrate"'),
+    ],
+)
+def test_rtmp_errors_name_the_key(rtmp: dict[str, Any], message: str) -> None:
+    assert message in str(_error({"rtmp": rtmp}))
+
+
+def test_rtmp_rules_apply_to_hand_built_structs() -> None:
+    with pytest.raises(SettingsError, match="retry_max: must be >= retry_initial"):
+        RtmpSettings(retry_initial=10.0, retry_max=1.0)
+    with pytest.raises(SettingsError, match="audio_sample_rate"):
+        RtmpSettings(audio_sample_rate=8001)

@@ -3,7 +3,8 @@
 :func:`create_app` mounts each route module under ``/rest-api`` (WCS's prefix;
 clients build ``restUrl + "/call/startup"``). Route modules stay small and sit
 side by side: ``calls.py``, ``streams.py`` (mounted when a stream registry is
-given); ``/push/*``, ``/recorder/*``, WHEP and pages join them later. The
+given), ``pushes.py`` (when a push manager is given); ``/recorder/*``, WHEP and
+pages join them later. The
 application owns no resources: the gateway's lifetime belongs to whoever
 created it (the service's lifespan).
 """
@@ -26,7 +27,8 @@ from sipbridge.api.errors import (
     http_exception_handler,
     json_response,
 )
-from sipbridge.api.protocol import GatewayAPI, StreamsAPI
+from sipbridge.api.protocol import GatewayAPI, PushesAPI, StreamsAPI
+from sipbridge.api.pushes import PushRoutes
 from sipbridge.api.streams import StreamRoutes
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -51,6 +53,7 @@ def create_app(
     api_token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     streams: StreamsAPI | None = None,
+    pushes: PushesAPI | None = None,
 ) -> Starlette:
     """The REST API for ``gateway``.
 
@@ -59,11 +62,16 @@ def create_app(
     ``max_body_bytes``: larger request bodies are answered 413.
     ``streams``: the stream registry behind ``/stream/*`` (e.g. a
     :class:`~sipbridge.registry.StreamRegistry`); without it those paths are 404.
+    ``pushes``: the push manager behind ``/push/*`` (e.g. a
+    :class:`~sipbridge.pushes.PushManager`); without it those paths are 404.
     """
     middleware: list[Middleware] = []
     stream_routes: list[BaseRoute] = []
     if streams is not None:
         stream_routes = StreamRoutes(streams, max_body_bytes=max_body_bytes).routes()
+    push_routes: list[BaseRoute] = []
+    if pushes is not None:
+        push_routes = PushRoutes(pushes, max_body_bytes=max_body_bytes).routes()
     if api_token:
         middleware.append(Middleware(BearerAuthMiddleware, token=api_token))
     app = Starlette(
@@ -74,6 +82,7 @@ def create_app(
                     Route("/health", health, methods=["GET"]),
                     *CallRoutes(gateway, max_body_bytes=max_body_bytes).routes(),
                     *stream_routes,
+                    *push_routes,
                 ],
             ),
         ],
@@ -85,4 +94,5 @@ def create_app(
     )
     app.state.gateway = gateway
     app.state.streams = streams
+    app.state.pushes = pushes
     return app

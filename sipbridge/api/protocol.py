@@ -1,9 +1,10 @@
 """The gateway as the REST layer sees it.
 
 :class:`GatewayAPI` is the structural type the ``/call/*`` handlers drive;
-:class:`StreamsAPI` the one the ``/stream/*`` handlers drive.
-``sipbridge.gateway.Gateway`` implements the first,
-``sipbridge.registry.StreamRegistry`` the second; the tests drive fakes. Keeping
+:class:`StreamsAPI` the one the ``/stream/*`` handlers drive, :class:`PushesAPI`
+the ``/push/*`` ones. ``sipbridge.gateway.Gateway`` implements the first,
+``sipbridge.registry.StreamRegistry`` the second, ``sipbridge.pushes.PushManager``
+the third; the tests drive fakes. Keeping
 the REST layer on a Protocol (not the concrete class) keeps the import graph
 one-way (api -> gateway, never back) and lets the handlers be tested without
 sockets.
@@ -14,9 +15,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
+from sipbridge.pushes import PushInfo
 from sipbridge.registry import StreamInfo, StreamStatus
 
-__all__ = ["DTMF_METHODS", "GatewayAPI", "StreamsAPI"]
+__all__ = ["DTMF_METHODS", "GatewayAPI", "PushesAPI", "StreamsAPI"]
 
 # The DTMF transports WCS's ``/call/send_dtmf`` names in its ``type`` field.
 DTMF_METHODS = ("RFC2833", "INFO")
@@ -106,4 +108,42 @@ class StreamsAPI(Protocol):
 
         A stream that has already ended answers its final :class:`StreamInfo`.
         """
+        ...
+
+
+class PushesAPI(Protocol):
+    """What ``/rest-api/push/*`` needs: the gateway's pushes (RTMP transponders).
+
+    Errors as for :class:`GatewayAPI` (``InvalidRequest`` 400, ``NotFound`` 404,
+    ``Conflict`` 409).
+    """
+
+    async def start_push(
+        self, stream_name: str, rtmp_url: str, *, full_url: bool = False
+    ) -> PushInfo:
+        """Push the live stream ``stream_name`` to ``rtmp_url`` (the ``rtmp_`` rule unless
+        ``full_url``); ``InvalidRequest`` for a bad URL, ``NotFound`` for an unknown
+        stream, ``Conflict`` when that stream is already pushed to that URL."""
+        ...
+
+    def find_pushes(
+        self, *, stream_name: str | None = None, rtmp_url: str | None = None
+    ) -> list[PushInfo]:
+        """Pushes (live, and ended ones still kept) matching every given filter."""
+        ...
+
+    def all_pushes(self) -> list[PushInfo]:
+        """Every push kept."""
+        ...
+
+    async def terminate_push(self, media_session_id: str) -> PushInfo:
+        """Stop a push (``STOPPED``); ``NotFound`` for an unknown id; an ended push as it is."""
+        ...
+
+    async def mute_push(self, media_session_id: str) -> PushInfo:
+        """Mute the push's audio; ``NotFound`` for an unknown id, ``Conflict`` once ended."""
+        ...
+
+    async def unmute_push(self, media_session_id: str) -> PushInfo:
+        """Unmute the push's audio; errors as :meth:`mute_push`."""
         ...

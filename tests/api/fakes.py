@@ -3,14 +3,18 @@
 It keeps calls as :class:`CallInfo` objects, records what it was asked, and
 follows the contract's rules (409 on a reused callId or stream name, 404 on an
 unknown id, hold only when ESTABLISHED, ...). :class:`FakeStreams` keeps
-streams as :class:`StreamInfo` objects. ``fail_with`` makes the next call of
+streams as :class:`StreamInfo` objects, :class:`FakePushes` pushes as
+:class:`PushInfo` objects. ``fail_with`` makes the next call of
 any method raise the given exception, to test the error mapping.
 """
 
 from __future__ import annotations
 
+from rtmp.pusher import PushStatus
+
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.errors import Conflict, NotFound, NotSupported
+from sipbridge.pushes import PushInfo, rtmp_target_url
 from sipbridge.registry import StreamInfo, StreamStatus, TrackStats
 
 
@@ -206,3 +210,102 @@ class FakeStreams:
                 f"no stream with mediaSessionId {media_session_id!r}", field="mediaSessionId"
             )
         raise NotFound(f"no stream named {name!r}", field="name")
+
+
+class FakePushes:
+    """Structurally a ``PushesAPI``; no RTMP. Streams named in ``streams`` exist.
+
+    URLs are checked by the real :func:`~sipbridge.pushes.rtmp_target_url` (400s
+    and the ``rtmp_`` rule are the manager's, and the REST layer must pass them on).
+    """
+
+    def __init__(self, streams: tuple[str, ...] = ("stream1",)) -> None:
+        self.streams = set(streams)
+        self.pushes: list[PushInfo] = []
+        self.started: list[tuple[str, str, bool]] = []
+        self.find_filters: list[dict[str, object]] = []
+        self.fail_with: BaseException | None = None
+
+    def _maybe_fail(self) -> None:
+        if self.fail_with is not None:
+            exc, self.fail_with = self.fail_with, None
+            raise exc
+
+    def _get(self, media_session_id: str) -> PushInfo:
+        for info in self.pushes:
+            if info.media_session_id == media_session_id:
+                return info
+        raise NotFound(f"no push with mediaSessionId {media_session_id!r}", field="mediaSessionId")
+
+    async def start_push(
+        self, stream_name: str, rtmp_url: str, *, full_url: bool = False
+    ) -> PushInfo:
+        self._maybe_fail()
+        target, name = rtmp_target_url(rtmp_url, stream_name, full_url=full_url)
+        if stream_name not in self.streams:
+            raise NotFound(f"no live stream named {stream_name!r}", field="streamName")
+        if any(
+            p.stream_name == stream_name and p.target_url == target and p.status != "STOPPED"
+            for p in self.pushes
+        ):
+            raise Conflict(f"stream {stream_name!r} is already pushed there", field="rtmpUrl")
+        self.started.append((stream_name, rtmp_url, full_url))
+        info = PushInfo(
+            media_session_id=f"push-{len(self.pushes) + 1}",
+            stream_name=stream_name,
+            stream_media_session_id=f"msid-{stream_name}",
+            rtmp_url=rtmp_url,
+            rtmp_transponder_full_url=full_url,
+            target_url=target,
+            published_name=name,
+            status=PushStatus.PENDING,
+            info=None,
+            muted=False,
+            call_id=None,
+            created_at=1_700_000_000_000,
+            connected_at=None,
+            first_video_at=None,
+            frames_sent=0,
+            bytes_sent=0,
+            reconnects=0,
+            dropped=0,
+        )
+        self.pushes.append(info)
+        return info
+
+    def find_pushes(
+        self, *, stream_name: str | None = None, rtmp_url: str | None = None
+    ) -> list[PushInfo]:
+        self._maybe_fail()
+        self.find_filters.append({"stream_name": stream_name, "rtmp_url": rtmp_url})
+        return [
+            p
+            for p in self.pushes
+            if (stream_name is None or p.stream_name == stream_name)
+            and (rtmp_url is None or rtmp_url in (p.rtmp_url, p.target_url))
+        ]
+
+    def all_pushes(self) -> list[PushInfo]:
+        self._maybe_fail()
+        return list(self.pushes)
+
+    async def terminate_push(self, media_session_id: str) -> PushInfo:
+        self._maybe_fail()
+        info = self._get(media_session_id)
+        if info.status not in (PushStatus.STOPPED, PushStatus.FAILED):
+            info.status = PushStatus.STOPPED
+        return info
+
+    async def mute_push(self, media_session_id: str) -> PushInfo:
+        return self._set_muted(media_session_id, True)
+
+    async def unmute_push(self, media_session_id: str) -> PushInfo:
+        return self._set_muted(media_session_id, False)
+
+    def _set_muted(self, media_session_id: str, muted: bool) -> PushInfo:
+        self._maybe_fail()
+        info = self._get(media_session_id)
+        if info.status in (PushStatus.STOPPED, PushStatus.FAILED):
+            raise Conflict(f"push is {info.status.value}", field="mediaSessionId")
+        info.muted = muted
+        return info
