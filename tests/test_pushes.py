@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rtmp.pusher import PushConfig, PushStatus
 
+from rtmp.pusher import PushConfig, PushStatus
 from sipbridge.callinfo import CallRequest, CallStatus
 from sipbridge.errors import Conflict, InvalidRequest, NotFound
 from sipbridge.gateway import Gateway

@@ -11,7 +11,6 @@ any method raise the given exception, to test the error mapping.
 from __future__ import annotations
 
 from rtmp.pusher import PushStatus
-
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.errors import Conflict, NotFound, NotSupported
 from sipbridge.pushes import PushInfo, rtmp_target_url

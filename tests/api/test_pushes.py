@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from rtmp.pusher import PushStatus
 from starlette.testclient import TestClient
 
+from rtmp.pusher import PushStatus
 from sipbridge.api.app import create_app
 from sipbridge.errors import InvalidRequest
 from sipbridge.pushes import PushManager
