@@ -33,7 +33,7 @@ peers:
 
 ## lint: ruff over the packages, tests and benchmarks
 lint: venv
-	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff check --no-cache $(LINT_PATHS)
 
 ## typecheck: mypy --strict over the packages listed in pyproject.toml
 typecheck: venv
