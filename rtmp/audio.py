@@ -7,9 +7,12 @@ RFC 7587), resamples to the encoder's format and rate, cuts the result into the
 1024-sample frames AAC-LC codes (ISO/IEC 14496-3 §4.5.1) through an
 :class:`av.AudioFifo`, and encodes them.
 
-Timing: output sample ``k`` is presented at ``origin + k / sample_rate`` on the
-call clock, ``origin`` being the first frame's ``pts``. The incoming ``pts``
-are the truth: a frame later than the samples counted so far (a lost packet,
+Timing: the samples stay continuous, and each output packet is stamped from the
+``pts`` of the input frame its first sample came from (plus its offset inside
+that frame), so the audio follows every correction of the call clock exactly
+as the video does (A/V sync steps below :data:`PTS_TOLERANCE` included; stamping
+by a sample count from the first frame left those to drift up to 8 ms). The
+incoming ``pts`` are the truth: a frame later than the samples counted so far (a lost packet,
 DTX) is preceded by that much silence; a frame earlier than that (a clock
 step backwards) is dropped, so audio never drifts from the frames' clock by
 more than :data:`PTS_TOLERANCE`. Packet ``pts`` from the encoder include its
@@ -23,6 +26,7 @@ Blocking (CPU) work: call it from the pusher's writer thread, not the event loop
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -107,6 +111,8 @@ class AacTranscoder:
         self._decoder_codec: str | None = None
         self._origin: float | None = None
         self._in_samples = 0  # samples (at sample_rate) written to the FIFO
+        # (first sample index, pts) of every input frame not yet encoded: packet stamps.
+        self._anchors: deque[tuple[int, float]] = deque()
         self._out_samples = 0  # samples (at sample_rate) sent to the encoder
         self.frames_in = 0
         self.frames_dropped = 0
@@ -196,6 +202,7 @@ class AacTranscoder:
             elif gap > PTS_TOLERANCE:
                 self._insert_silence(round(gap * self.sample_rate))
         self.frames_in += 1
+        self._anchors.append((self._in_samples, pts))
         if muted:
             frame = _silent_like(frame)
         frame.pts = None
@@ -231,20 +238,30 @@ class AacTranscoder:
             frame.time_base = Fraction(1, self.sample_rate)
             frame.sample_rate = self.sample_rate
             self._out_samples += frame.samples
-        origin = self._origin if self._origin is not None else 0.0
         out: list[EncodedAudio] = []
+        rate = self.sample_rate
         for packet in self._encoder.encode(frame):
             if packet.pts is None:
                 continue
-            rate = self.sample_rate
             out.append(
                 EncodedAudio(
                     data=bytes(packet),
-                    pts=origin + packet.pts / rate,
+                    pts=self._stamp(packet.pts),
                     duration=(packet.duration or self.frame_size) / rate,
                 )
             )
         return out
+
+    def _stamp(self, sample: int) -> float:
+        """The call-clock time of output sample ``sample`` (negative: the priming)."""
+        anchors = self._anchors
+        while len(anchors) > 1 and anchors[1][0] <= sample:
+            anchors.popleft()
+        if not anchors:
+            origin = self._origin if self._origin is not None else 0.0
+            return origin + sample / self.sample_rate
+        first_sample, pts = anchors[0]
+        return pts + (sample - first_sample) / self.sample_rate
 
 
 def _silence(samples: int, rate: int) -> av.AudioFrame:
