@@ -63,9 +63,10 @@ import av
 
 from rtmp.audio import AacTranscoder, g711_silence
 from rtmp.output import AudioSpec
-from rtmp.urls import redact_url
+from rtmp.urls import describe_error, redact_url, url_secrets
 from rtmp.writer import ConnectionWriter, has_avc_config
 from rtp.frame import MediaFrame
+from sipbridge.logs import register_secret
 from sipbridge.registry import Stream, Subscription
 
 __all__ = ["FAILED_INFO", "PushConfig", "PushStats", "PushStatus", "RtmpPusher"]
@@ -211,6 +212,8 @@ class RtmpPusher:
     ) -> None:
         self.log_url = redact_url(config.url)
         """The target for log lines, stream key hidden."""
+        for secret in url_secrets(config.url):
+            register_secret(secret)  # also masked in tracebacks and FFmpeg's messages
         self.stream = stream
         self.config = config
         self.on_status = on_status
@@ -353,7 +356,7 @@ class RtmpPusher:
             self._run_writer()
         except Exception as exc:
             log.exception("push %s: writer crashed", self.log_url)
-            self.stats.last_error = repr(exc)
+            self.stats.last_error = describe_error(exc)
             self._post_status(PushStatus.FAILED, FAILED_INFO)
 
     def _run_writer(self) -> None:
@@ -393,14 +396,16 @@ class RtmpPusher:
                 writer.finish()
             except (av.FFmpegError, OSError) as exc:
                 writer.abort()
-                self.stats.last_error = str(exc)
-                log.warning("push %s: finishing the FLV failed: %s", self.log_url, exc)
+                self.stats.last_error = describe_error(exc)
+                log.warning(
+                    "push %s: finishing the FLV failed: %s", self.log_url, self.stats.last_error
+                )
             self._post_status(PushStatus.STOPPED, None)
             return
 
     def _retry_after(self, exc: Exception, failures: int) -> bool:
         """Record a failed attempt; sleep the backoff. False when giving up (or stopping)."""
-        message = str(exc) or type(exc).__name__
+        message = describe_error(exc)
         self.stats.last_error = message
         limit = self.config.max_retries
         if limit is not None and failures > limit:
