@@ -13,7 +13,6 @@ import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from sipbridge.api.bodies import (
     CALL_ID_DECODER,
@@ -28,7 +27,11 @@ from sipbridge.api.bodies import (
     to_call_filter,
     to_call_request,
 )
-from sipbridge.api.endpoint import DEFAULT_MAX_BODY_BYTES, json_endpoint, read_body
+from sipbridge.api.endpoint import (
+    DEFAULT_MAX_BODY_BYTES,
+    Handler,
+    PostRoutes,
+)
 from sipbridge.api.errors import json_response
 from sipbridge.api.protocol import GatewayAPI
 from sipbridge.callinfo import CallInfo
@@ -39,18 +42,17 @@ __all__ = ["CallRoutes"]
 logger = logging.getLogger("sipbridge.api.calls")
 
 
-class CallRoutes:
+class CallRoutes(PostRoutes):
     """The ``/call/*`` handlers bound to one gateway; :meth:`routes` lists them for a Mount."""
 
     def __init__(
         self, gateway: GatewayAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     ) -> None:
+        super().__init__(max_body_bytes=max_body_bytes)
         self._gateway = gateway
-        self._max_body_bytes = max_body_bytes
 
-    def routes(self) -> list[BaseRoute]:
-        """Routes relative to the ``/rest-api`` mount; POST only (anything else: 405)."""
-        handlers = {
+    def handlers(self) -> dict[str, Handler]:
+        return {
             "/call/startup": self.startup,
             "/call/terminate": self.terminate,
             "/call/find": self.find,
@@ -59,14 +61,6 @@ class CallRoutes:
             "/call/unhold": self.unhold,
             "/call/send_dtmf": self.send_dtmf,
         }
-        return [
-            Route(path, json_endpoint(handler), methods=["POST"])
-            for path, handler in handlers.items()
-        ]
-
-    async def _body(self, request: Request) -> bytes:
-        # Content-Type is not checked: WCS clients post JSON as text/plain.
-        return await read_body(request, self._max_body_bytes)
 
     async def startup(self, request: Request) -> Response:
         """``/call/startup``: start an outbound call; answers at once (NEW/PENDING)."""

@@ -16,6 +16,7 @@ from typing import Final
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from sipbridge.api.errors import INTERNAL_ERROR, PayloadTooLarge, error_response
 from sipbridge.errors import GatewayError
@@ -72,3 +73,28 @@ def json_endpoint(handler: Handler) -> Handler:
             return error_response(500, INTERNAL_ERROR)
 
     return endpoint
+
+
+class PostRoutes:
+    """Base of a route module: POST handlers that read a bounded JSON body.
+
+    Subclasses list their handlers in :meth:`handlers`; :meth:`routes` wraps each
+    with :func:`json_endpoint` for the ``/rest-api`` mount (anything but POST: 405).
+    """
+
+    def __init__(self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self._max_body_bytes = max_body_bytes
+
+    def handlers(self) -> dict[str, Handler]:
+        raise NotImplementedError
+
+    def routes(self) -> list[BaseRoute]:
+        """Routes relative to the ``/rest-api`` mount; POST only (anything else: 405)."""
+        return [
+            Route(path, json_endpoint(handler), methods=["POST"])
+            for path, handler in self.handlers().items()
+        ]
+
+    async def _body(self, request: Request) -> bytes:
+        # Content-Type is not checked: WCS clients post JSON as text/plain.
+        return await read_body(request, self._max_body_bytes)

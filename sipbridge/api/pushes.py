@@ -14,10 +14,13 @@ import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from sipbridge.api.bodies import EMPTY_DECODER, decode_body
-from sipbridge.api.endpoint import DEFAULT_MAX_BODY_BYTES, json_endpoint, read_body
+from sipbridge.api.endpoint import (
+    DEFAULT_MAX_BODY_BYTES,
+    Handler,
+    PostRoutes,
+)
 from sipbridge.api.errors import json_response
 from sipbridge.api.protocol import PushesAPI
 from sipbridge.api.push_bodies import (
@@ -36,16 +39,15 @@ __all__ = ["PushRoutes"]
 logger = logging.getLogger("sipbridge.api.pushes")
 
 
-class PushRoutes:
+class PushRoutes(PostRoutes):
     """The ``/push/*`` handlers bound to one push manager; :meth:`routes` lists them."""
 
     def __init__(self, pushes: PushesAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        super().__init__(max_body_bytes=max_body_bytes)
         self._pushes = pushes
-        self._max_body_bytes = max_body_bytes
 
-    def routes(self) -> list[BaseRoute]:
-        """Routes relative to the ``/rest-api`` mount; POST only (anything else: 405)."""
-        handlers = {
+    def handlers(self) -> dict[str, Handler]:
+        return {
             "/push/startup": self.startup,
             "/push/find": self.find,
             "/push/find_all": self.find_all,
@@ -53,14 +55,6 @@ class PushRoutes:
             "/push/mute": self.mute,
             "/push/unmute": self.unmute,
         }
-        return [
-            Route(path, json_endpoint(handler), methods=["POST"])
-            for path, handler in handlers.items()
-        ]
-
-    async def _body(self, request: Request) -> bytes:
-        # Content-Type is not checked: WCS clients post JSON as text/plain.
-        return await read_body(request, self._max_body_bytes)
 
     async def startup(self, request: Request) -> Response:
         """``/push/startup``: push a stream to an RTMP URL (400 URL, 404 stream, 409 duplicate)."""

@@ -14,7 +14,6 @@ import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from sipbridge.api.bodies import (
     EMPTY_DECODER,
@@ -24,7 +23,11 @@ from sipbridge.api.bodies import (
     to_stream_filter,
     to_stream_key,
 )
-from sipbridge.api.endpoint import DEFAULT_MAX_BODY_BYTES, json_endpoint, read_body
+from sipbridge.api.endpoint import (
+    DEFAULT_MAX_BODY_BYTES,
+    Handler,
+    PostRoutes,
+)
 from sipbridge.api.errors import json_response
 from sipbridge.api.protocol import StreamsAPI
 from sipbridge.errors import NotFound
@@ -35,30 +38,21 @@ __all__ = ["StreamRoutes"]
 logger = logging.getLogger("sipbridge.api.streams")
 
 
-class StreamRoutes:
+class StreamRoutes(PostRoutes):
     """The ``/stream/*`` handlers bound to one registry; :meth:`routes` lists them for a Mount."""
 
     def __init__(
         self, streams: StreamsAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     ) -> None:
+        super().__init__(max_body_bytes=max_body_bytes)
         self._streams = streams
-        self._max_body_bytes = max_body_bytes
 
-    def routes(self) -> list[BaseRoute]:
-        """Routes relative to the ``/rest-api`` mount; POST only (anything else: 405)."""
-        handlers = {
+    def handlers(self) -> dict[str, Handler]:
+        return {
             "/stream/find": self.find,
             "/stream/find_all": self.find_all,
             "/stream/terminate": self.terminate,
         }
-        return [
-            Route(path, json_endpoint(handler), methods=["POST"])
-            for path, handler in handlers.items()
-        ]
-
-    async def _body(self, request: Request) -> bytes:
-        # Content-Type is not checked: WCS clients post JSON as text/plain.
-        return await read_body(request, self._max_body_bytes)
 
     async def find(self, request: Request) -> Response:
         """``/stream/find``: the streams matching every given filter; 404 when none does."""
