@@ -38,8 +38,12 @@ Statuses are WCS transponder statuses; ``PROCESSED_REMOTE`` is not used (PyAV
 does not report the server's ``NetStream.Publish.Start``: a written header is
 ``CONNECTED``). The ``connect_timeout`` is advisory: FFmpeg bounds the TCP
 connect itself (5 s) and ``rw_timeout`` bounds the RTMP handshake and writes.
-``still_video`` (a generated picture for audio-only streams) is not implemented
-yet: such streams are pushed audio-only.
+With ``still_video``, a connection that starts without video gets a generated
+still picture (:mod:`rtmp.still`) re-sent every second on the audio clock, for
+platforms that refuse audio-only publishing. A stream "has no video" when it declares
+no video track, or when it declares one but no video frame came within
+:data:`STILL_WAIT` seconds (of pts) after its first audio frame; video that comes
+later on that connection is ignored.
 
 Status changes are applied on the event loop (``on_status`` runs there); the
 ``stats`` counters are written by the worker thread and are approximate reads.
@@ -80,6 +84,9 @@ DRAIN_TIMEOUT = 2.0
 KEYFRAME_RETRY = 2.0
 #: How far (seconds of pts) G.711 copy looks past the start frame for the audio codec.
 AUDIO_LOOKAHEAD = 1.0
+#: With ``still_video``: seconds of audio after which a declared but silent video track
+#: is given up and the push starts audio-only, with the still picture.
+STILL_WAIT = 1.0
 _POLL = 0.1
 
 _G711_FLV: dict[str, Literal["pcm_mulaw", "pcm_alaw"]] = {
@@ -432,10 +439,24 @@ class RtmpPusher:
             self._discard_queued()
         self._request_keyframe()
         asked = time.monotonic()
+        # still_video: audio seen while no video frame at all has come (kept for the start).
+        audio_wait: list[_Item] = []
+        video_seen = False
         while True:
             item = self._next_item()
             if item is None:
                 return None
+            if self.config.still_video and item.has_video and not video_seen:
+                if item.frame.kind == "video":
+                    video_seen = True
+                    audio_wait.clear()
+                else:
+                    audio_wait.append(item)
+                    waited = (item.frame.pts or 0.0) - (audio_wait[0].frame.pts or 0.0)
+                    if waited >= STILL_WAIT:
+                        log.info("push %s: no video: starting with a still picture", self.log_url)
+                        self._pending.extendleft(reversed(audio_wait[1:]))
+                        return self._with_audio_codec(replace(audio_wait[0], has_video=False))
             if time.monotonic() - asked > KEYFRAME_RETRY:
                 self._request_keyframe()
                 asked = time.monotonic()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from rtmp.audio import DECODERS, AacTranscoder
 from rtmp.flv import AvcConfig, annexb_to_avcc
 from rtmp.output import FlvOutput
+from rtmp.still import StillPicture, still_picture
 from rtp.frame import MediaFrame
 from rtp.h264_bits import split_annexb
 
@@ -28,6 +29,10 @@ __all__ = ["ConnectionWriter", "avc_config", "convert_video", "has_avc_config"]
 log = logging.getLogger(__name__)
 
 _G711_FLV = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
+#: Seconds between two still pictures (``still_video``): 1 fps, every picture an IDR,
+#: so a player joining gets a keyframe within 1 s. (At 2 fps FFmpeg guesses a 1 fps
+#: rate from the first pictures and its decoders then see equal timestamps.)
+STILL_INTERVAL = 1.0
 
 
 def _pts(frame: MediaFrame) -> float:
@@ -67,6 +72,9 @@ class ConnectionWriter:
         self.first = first
         self.output: FlvOutput | None = None
         self.transcoder: AacTranscoder | None = None
+        self.still: StillPicture | None = None
+        self._still_next: float | None = None
+        self._still_count = 0
         self._warned: set[str] = set()
 
     def open(self) -> None:
@@ -79,6 +87,10 @@ class ConnectionWriter:
             video = avc_config(first.frame)
             if video is None:
                 raise ValueError("a connection must start on a keyframe with SPS and PPS")
+        elif config.still_video:
+            # Audio-only start: a generated picture for platforms that require video.
+            self.still = still_picture()
+            video = self.still.config
         if first.has_audio and not (config.audio == "copy" and first.audio_codec in _G711_FLV):
             self.transcoder = AacTranscoder(
                 bitrate=config.audio_bitrate, sample_rate=config.audio_sample_rate
@@ -130,7 +142,7 @@ class ConnectionWriter:
 
     def _write_video(self, frame: MediaFrame) -> None:
         output = self._output()
-        if not output.has_video:
+        if not output.has_video or self.still is not None:
             self._warn_once("video", "video appeared after an audio-only start: ignored")
             return
         if frame.codec != "H264":
@@ -154,8 +166,24 @@ class ConnectionWriter:
         if stats.first_video_sent_at is None:
             stats.first_video_sent_at = time.monotonic()
 
+    def _write_still(self, until: float) -> None:
+        """Send the still picture at every :data:`STILL_INTERVAL` up to ``until`` (call-clock
+        seconds of the audio): the video follows the audio clock."""
+        if self.still is None:
+            return
+        if self._still_next is None:
+            self._still_next = until
+        while self._still_next <= until:
+            data = annexb_to_avcc(self.still.unit(self._still_count)).data
+            ts = self.timeline.ms("video", self._still_next)
+            self._output().write_video(data, ts, keyframe=True)
+            self._still_count += 1
+            self._still_next += STILL_INTERVAL
+            self.pusher.stats.bytes += len(data)
+
     def _write_audio(self, frame: MediaFrame) -> None:
         output = self._output()
+        self._write_still(_pts(frame))
         if output.audio is None:
             return  # an audio track appeared after the header: FLV cannot add one
         if output.audio.codec != "aac":
