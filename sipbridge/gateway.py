@@ -21,6 +21,7 @@ import socket
 import time
 from types import TracebackType
 
+from rtp.dtmf import DIGITS as DTMF_DIGITS
 from sipbridge.call_media import CallMediaLink, expects_media
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.calls import Call
@@ -42,8 +43,6 @@ __all__ = ["Gateway"]
 
 
 log = logging.getLogger(__name__)
-
-_DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 
 
 class Gateway:
@@ -224,7 +223,7 @@ class Gateway:
 
     async def send_dtmf(self, call_id: str, digits: str, method: str) -> CallInfo:
         call = self._get(call_id)
-        if not digits or any(d not in _DTMF_DIGITS for d in digits):
+        if not digits or any(d not in DTMF_DIGITS for d in digits.upper()):
             raise InvalidRequest(f"dtmf must be digits 0-9 * # A-D, got {digits!r}", field="dtmf")
         if method.upper() not in ("INFO", "RFC2833"):
             raise InvalidRequest(f"type must be INFO or RFC2833, got {method!r}", field="type")
