@@ -7,10 +7,12 @@
 # instances on free ports.
 set -euo pipefail
 
-# Peer packages. Later: nginx libnginx-mod-rtmp ffmpeg chromium chromium-driver tshark ...
-PEER_PACKAGES=(kamailio sip-tester baresip-core baresip-ffmpeg baresip-gstreamer ffmpeg nginx libnginx-mod-rtmp)
+# Peer packages. libnginx-mod-stream puts TLS in front of nginx-rtmp for rtmps:// tests;
+# chromium plays the WebRTC player page (driven by Playwright, never a downloaded browser).
+PEER_PACKAGES=(kamailio sip-tester baresip-core baresip-ffmpeg baresip-gstreamer ffmpeg nginx
+  libnginx-mod-rtmp libnginx-mod-stream chromium chromium-driver openssl)
 # Programs that must be on PATH afterwards (the tests' require_binary names).
-PEER_BINARIES=(kamailio sipp baresip ffmpeg ffprobe nginx)
+PEER_BINARIES=(kamailio sipp baresip ffmpeg ffprobe nginx chromium openssl)
 # Services the packages above may start by themselves (add nginx with nginx).
 PEER_SERVICES=(kamailio nginx)
 
