@@ -27,9 +27,12 @@ import typing
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import msgspec
+
+if TYPE_CHECKING:
+    from webrtc.config import WebRtcConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -37,11 +40,13 @@ __all__ = [
     "HttpSettings",
     "LogSettings",
     "OutboundProxy",
+    "RecordSettings",
     "RtmpSettings",
     "RtpSettings",
     "Settings",
     "SettingsError",
     "SipSettings",
+    "WebRtcSettings",
     "load_settings",
     "parse_outbound_proxy",
     "settings_from_dict",
@@ -280,18 +285,26 @@ class RtmpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     audio codecs 7/8 (A-law/mu-law, Adobe FLV spec v10.1 §E.4.2.1) for servers
     that take it. A refused or dropped connection is retried with exponential
     backoff from ``retry_initial`` to ``retry_max`` seconds, ``max_retries`` times
-    in a row (-1: forever) before the push is FAILED.
+    in a row (-1: forever) before the push is FAILED. ``rw_timeout`` bounds the
+    handshakes and every write (there is no separate connect timeout: FFmpeg's TCP
+    connect has its own 5 s); ``send_buffer`` (bytes, ``SO_SNDBUF``; 0: the kernel's
+    autotuning) bounds the data in flight, hence how long a frozen server goes
+    unnoticed. ``tls_verify`` makes ``rtmps://`` pushes check the
+    server certificate against ``tls_ca_file`` ("": the system CA bundle); FFmpeg
+    does not check it by default.
     """
 
     audio: Literal["aac", "copy"] = "aac"
     audio_bitrate: Annotated[int, msgspec.Meta(ge=8000, le=512000)] = 128_000
     audio_sample_rate: int = 48_000
     still_video: bool = False
-    connect_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=300.0)] = 5.0
     rw_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=300.0)] = 10.0
+    send_buffer: Annotated[int, msgspec.Meta(ge=0, le=64 * 1024 * 1024)] = 131072
     retry_initial: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 1.0
     retry_max: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 30.0
     max_retries: Annotated[int, msgspec.Meta(ge=-1, le=1_000_000)] = 10
+    tls_verify: bool = False
+    tls_ca_file: str = ""
 
     def __post_init__(self) -> None:
         if self.audio_sample_rate not in AAC_SAMPLE_RATES:
@@ -304,11 +317,119 @@ class RtmpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "retry_max",
                 f"must be >= retry_initial ({self.retry_initial}), got {self.retry_max}",
             )
+        # What FFmpeg's tee option block cannot carry (rtmp.output.TlsOptions).
+        if self.tls_ca_file and set(":[]|\\'=") & set(self.tls_ca_file):
+            raise _field_error(
+                "tls_ca_file", f"must not contain any of : [ ] | \\ ' =, got {self.tls_ca_file!r}"
+            )
 
     @property
     def retries(self) -> int | None:
         """``max_retries`` as the pusher takes it: ``None`` retries forever."""
         return None if self.max_retries < 0 else self.max_retries
+
+
+class WebRtcSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """WebRTC (WHEP) viewers (``[webrtc]``); :meth:`to_config` gives the egress's config.
+
+    ``ice_addresses``: host candidate addresses (RFC 8445 §5.1.1.1) offered to
+    players; empty = every interface but loopback. ``stun_server``
+    (``"host:port"``) adds a server-reflexive candidate. See ``docs/webrtc.md``.
+    """
+
+    ice_addresses: list[str] = msgspec.field(default_factory=list)
+    stun_server: str | None = None
+    max_viewers: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
+    max_viewers_per_stream: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 50
+    viewer_queue_frames: Annotated[int, msgspec.Meta(ge=10, le=100_000)] = 300
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=600.0)] = 20.0
+    media_wait: Annotated[float, msgspec.Meta(ge=0.0, le=60.0)] = 5.0
+
+    def __post_init__(self) -> None:
+        from webrtc.config import WebRtcConfig, parse_stun_server
+
+        if self.stun_server == "":  # TOML has no null: an empty string means "unset"
+            self.stun_server = None
+        if self.stun_server is not None:
+            try:
+                parse_stun_server(self.stun_server)
+            except ValueError as exc:
+                raise _field_error("stun_server", str(exc)) from None
+        try:
+            WebRtcConfig(ice_addresses=tuple(self.ice_addresses))
+        except ValueError as exc:
+            raise _field_error("ice_addresses", str(exc).removeprefix("ice_addresses: ")) from None
+
+    def to_config(self) -> WebRtcConfig:
+        """The :class:`webrtc.config.WebRtcConfig` these settings describe."""
+        from webrtc.config import WebRtcConfig
+
+        return WebRtcConfig(
+            ice_addresses=tuple(self.ice_addresses),
+            stun_server=self.stun_server,
+            max_viewers=self.max_viewers,
+            max_viewers_per_stream=self.max_viewers_per_stream,
+            viewer_queue_frames=self.viewer_queue_frames,
+            connect_timeout=self.connect_timeout,
+            media_wait=self.media_wait,
+        )
+
+
+class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Recording of streams to files (``[record]``); see docs/recording.md.
+
+    ``auto`` records every stream captured from a SIP call without a REST request.
+    Files go to ``directory`` under names made from ``file_template`` (WCS elements
+    ``{streamName} {startTime} {endTime} {mediaSessionId} {audioCodec} {videoCodec}``),
+    as Matroska (``format = "mkv"``) or fragmented MP4 (``"mp4"``); a crash loses at
+    most about ``fragment_duration`` seconds. ``rotate_duration``/``rotate_size`` (0: off)
+    start a new file at the next keyframe. ``on_finish_command`` (argv, no shell)
+    and ``on_finish_url`` (JSON POST) run when a file is finished.
+    """
+
+    auto: bool = False
+    directory: str = "recordings"
+    file_template: str = "{streamName}-{startTime}-{endTime}"
+    format: Literal["mkv", "mp4"] = "mkv"
+    audio: Literal["copy", "aac"] = "copy"
+    aac_bitrate: Annotated[int, msgspec.Meta(ge=8000, le=512000)] = 64_000
+    aac_sample_rate: int = 48_000
+    rotate_duration: Annotated[float, msgspec.Meta(ge=0.0, le=86400.0)] = 0.0
+    rotate_size: Annotated[int, msgspec.Meta(ge=0, le=2**50)] = 0
+    fragment_duration: Annotated[float, msgspec.Meta(ge=0.1, le=10.0)] = 1.0
+    on_finish_command: list[str] = msgspec.field(default_factory=list)
+    on_finish_url: str | None = None
+    hook_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 10.0
+
+    def __post_init__(self) -> None:
+        # Imported here: sipbridge.recording imports this module (no cycle at load time).
+        from sipbridge.recording.names import TemplateError, parse_template
+
+        if not self.directory.strip():
+            raise _field_error("directory", "must not be empty")
+        try:
+            parse_template(self.file_template)
+        except TemplateError as exc:
+            raise _field_error("file_template", str(exc)) from None
+        if self.aac_sample_rate not in AAC_SAMPLE_RATES:
+            rates = ", ".join(str(rate) for rate in AAC_SAMPLE_RATES)
+            raise _field_error(
+                "aac_sample_rate", f"must be one of {rates}, got {self.aac_sample_rate}"
+            )
+        if 0 < self.rotate_duration < 1.0:
+            raise _field_error("rotate_duration", f"must be 0 or >= 1, got {self.rotate_duration}")
+        if 0 < self.rotate_size < 65536:
+            raise _field_error("rotate_size", f"must be 0 or >= 65536, got {self.rotate_size}")
+        if self.on_finish_command and not self.on_finish_command[0]:
+            raise _field_error("on_finish_command", "the program (first item) must not be empty")
+        if self.on_finish_url == "":  # TOML has no null: an empty string means "unset"
+            self.on_finish_url = None
+        if self.on_finish_url is not None and not self.on_finish_url.lower().startswith(
+            ("http://", "https://")
+        ):
+            raise _field_error(
+                "on_finish_url", f"must be an http:// or https:// URL, got {self.on_finish_url!r}"
+            )
 
 
 class LogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -326,6 +447,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sip: SipSettings = msgspec.field(default_factory=SipSettings)
     rtp: RtpSettings = msgspec.field(default_factory=RtpSettings)
     rtmp: RtmpSettings = msgspec.field(default_factory=RtmpSettings)
+    record: RecordSettings = msgspec.field(default_factory=RecordSettings)
+    webrtc: WebRtcSettings = msgspec.field(default_factory=WebRtcSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
 
 

@@ -441,17 +441,19 @@ def test_rtmp_defaults() -> None:
     assert rtmp == RtmpSettings()
     assert (rtmp.audio, rtmp.audio_bitrate, rtmp.audio_sample_rate) == ("aac", 128_000, 48_000)
     assert rtmp.still_video is False
-    assert (rtmp.connect_timeout, rtmp.rw_timeout) == (5.0, 10.0)
+    assert (rtmp.rw_timeout, rtmp.send_buffer) == (10.0, 131072)
     assert (rtmp.retry_initial, rtmp.retry_max, rtmp.max_retries) == (1.0, 30.0, 10)
     assert rtmp.retries == 10
+    assert (rtmp.tls_verify, rtmp.tls_ca_file) == (False, "")
 
 
 def test_rtmp_values_are_loaded(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(
         '[rtmp]\naudio = "copy"\naudio_bitrate = 64000\naudio_sample_rate = 44100\n'
-        "still_video = true\nconnect_timeout = 2\nrw_timeout = 3.5\n"
+        "still_video = true\nrw_timeout = 3.5\nsend_buffer = 0\n"
         "retry_initial = 0.5\nretry_max = 8.0\nmax_retries = -1\n"
+        'tls_verify = true\ntls_ca_file = "/etc/sipbridge/ca.pem"\n'
     )
     rtmp = load_settings(path, env={}).rtmp
     assert rtmp == RtmpSettings(
@@ -459,19 +461,27 @@ def test_rtmp_values_are_loaded(tmp_path: Path) -> None:
         audio_bitrate=64000,
         audio_sample_rate=44100,
         still_video=True,
-        connect_timeout=2.0,
         rw_timeout=3.5,
+        send_buffer=0,
         retry_initial=0.5,
         retry_max=8.0,
         max_retries=-1,
+        tls_verify=True,
+        tls_ca_file="/etc/sipbridge/ca.pem",
     )
     assert rtmp.retries is None  # -1: retry forever
 
 
 def test_rtmp_env_overrides() -> None:
-    env = {"SIPBRIDGE_RTMP_AUDIO": "copy", "SIPBRIDGE_RTMP_MAX_RETRIES": "3"}
+    env = {
+        "SIPBRIDGE_RTMP_AUDIO": "copy",
+        "SIPBRIDGE_RTMP_MAX_RETRIES": "3",
+        "SIPBRIDGE_RTMP_TLS_VERIFY": "true",
+        "SIPBRIDGE_RTMP_TLS_CA_FILE": "/etc/ssl/certs/ca-certificates.crt",
+    }
     rtmp = load_settings(env=env).rtmp
     assert (rtmp.audio, rtmp.max_retries) == ("copy", 3)
+    assert (rtmp.tls_verify, rtmp.tls_ca_file) == (True, "/etc/ssl/certs/ca-certificates.crt")
 
 
 @pytest.mark.parametrize(
@@ -480,7 +490,12 @@ def test_rtmp_env_overrides() -> None:
         ({"audio": "mp3"}, "rtmp.audio: expected one of 'aac', 'copy', got 'mp3'"),
         ({"audio_sample_rate": 44000}, "rtmp.audio_sample_rate: must be one of 8000, 16000, 22050"),
         ({"audio_bitrate": 1000}, "rtmp.audio_bitrate: expected int >= 8000"),
-        ({"connect_timeout": 0.0}, "rtmp.connect_timeout: expected float > 0.0"),
+        ({"rw_timeout": 0.0}, "rtmp.rw_timeout: expected float > 0.0"),
+        ({"send_buffer": -1}, "rtmp.send_buffer: expected int >= 0"),
+        # Removed: FFmpeg offers no RTMP connect timeout (docs/decisions.md).
+        ({"connect_timeout": 5.0}, 'unknown key "rtmp.connect_timeout"'),
+        ({"tls_verify": "yes"}, "rtmp.tls_verify: expected bool, got str"),
+        ({"tls_ca_file": "C:/ca.pem"}, "rtmp.tls_ca_file: must not contain any of"),
         ({"max_retries": -2}, "rtmp.max_retries: expected int >= -1"),
         ({"retry_initial": 5.0, "retry_max": 2.0}, "rtmp.retry_max: must be >= retry_initial"),
         ({"still_video": "yes"}, "rtmp.still_video: expected bool, got str"),
