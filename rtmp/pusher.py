@@ -34,10 +34,38 @@ what queued meanwhile, asks the stream for a keyframe and reconnects on it. Afte
 ``max_retries`` consecutive failed attempts after the first one, the status is
 ``FAILED`` with ``info`` "Failed by RTMP writer error". The call is never affected.
 
-Statuses are WCS transponder statuses; ``PROCESSED_REMOTE`` is not used (PyAV
-does not report the server's ``NetStream.Publish.Start``: a written header is
-``CONNECTED``). The ``connect_timeout`` is advisory: FFmpeg bounds the TCP
-connect itself (5 s) and ``rw_timeout`` bounds the RTMP handshake and writes.
+Statuses (WCS transponder statuses), per connection:
+
+* ``PENDING``: waiting for the frame to start on, connecting, or waiting to retry
+  (``info`` then says why the last attempt failed);
+* ``CONNECTED``: the server accepted the publish. FFmpeg's RTMP client
+  (``rtmpproto.c``, ``rtmp_open``) returns only once the server answered
+  ``publish`` with ``onStatus NetStream.Publish.Start``; the FLV header is then
+  written. A refused publish (bad key, stream name in use) fails the open;
+* ``PROCESSED_REMOTE``: the connection's first video keyframe (the first audio
+  packet when the connection has no video track) has been written to the
+  connection: it left FFmpeg's interleaving queues
+  (:meth:`rtmp.output.FlvOutput.delivered_before`) and was flushed to the socket.
+  A player joining now gets a picture. After a reconnection the push goes through
+  ``CONNECTED`` and ``PROCESSED_REMOTE`` again;
+* ``STOPPED`` / ``FAILED``: final.
+
+What bounds a connection attempt: FFmpeg's TCP connect gives up after its own
+fixed 5 s per address (a refused connection fails at once); the TLS and RTMP
+handshakes, the publish and every later write are bounded by ``rw_timeout``
+(a write that cannot progress fails with ``ETIMEDOUT``). No separate connect
+timeout exists: FFmpeg offers no option for it that the RTMP protocol passes
+down (see docs/decisions.md).
+
+A server that stops reading (frozen, or a dead path without a reset) is noticed
+once the data in flight fills our socket's send buffer (``send_buffer``, so it is
+bounded, not the kernel's autotuned megabytes) and the server's receive window,
+and one write then waits ``rw_timeout``. Before the error reaches us, FFmpeg's
+``tee`` closes the failed slave, and that close (FLV trailer, RTMP ``FCUnpublish``
+and ``deleteStream``) blocks up to two more ``rw_timeout``. The push is therefore
+``PENDING`` about ``(send buffer + server window) / bitrate + 3 x rw_timeout`` after
+the server froze (measured: 9 s with a 2 s ``rw_timeout`` at 1.1 Mbit/s, see
+``tests/interop/test_rtmp_stall.py``; 30 s without the bounded send buffer).
 With ``still_video``, a connection that starts without video gets a generated
 still picture (:mod:`rtmp.still`) re-sent every second on the audio clock, for
 platforms that refuse audio-only publishing. A stream "has no video" when it declares
@@ -54,7 +82,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
+import os
 import queue
 import threading
 import time
@@ -66,11 +96,11 @@ from typing import Literal
 import av
 
 from rtmp.audio import AacTranscoder, g711_silence
-from rtmp.output import AudioSpec
+from rtmp.output import AudioSpec, TlsOptions
 from rtmp.urls import describe_error, redact_url, url_secrets
 from rtmp.writer import ConnectionWriter, has_avc_config
 from rtp.frame import MediaFrame
-from sipbridge.logs import register_secret
+from sipbridge.logs import register_secret, unregister_secret
 from sipbridge.registry import Stream, Subscription
 
 __all__ = ["FAILED_INFO", "PushConfig", "PushStats", "PushStatus", "RtmpPusher"]
@@ -111,20 +141,28 @@ class PushStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class PushConfig:
-    """Where and how to push. ``url``: ``rtmp://``/``rtmps://`` target, or an FLV file
-    path (``file:`` URL or plain path, for tests and recording-like uses)."""
+    """Where and how to push. ``url``: ``rtmp://``/``rtmps://`` target (IPv6 literals in
+    brackets allowed), or an FLV file path (``file:`` URL or plain path, for tests and
+    recording-like uses). ``tls_verify``: for ``rtmps://``, require the server
+    certificate to chain to ``tls_ca_file`` (PEM; ``None``: the system bundle, see
+    :func:`system_ca_file`) and to match the host; off by default, as in FFmpeg.
+    ``send_buffer``: bytes asked for the TCP socket's send buffer (``SO_SNDBUF``; Linux
+    reserves twice that), which bounds how long a frozen server goes unnoticed;
+    0 leaves the kernel's autotuning (megabytes)."""
 
     url: str
     audio: Literal["aac", "copy"] = "aac"
     audio_bitrate: int = 128_000
     audio_sample_rate: int = 48_000
     still_video: bool = False
-    connect_timeout: float = 5.0
     rw_timeout: float = 10.0
+    send_buffer: int = 131072
     retry_initial: float = 1.0
     retry_max: float = 30.0
     max_retries: int | None = 10
     queue_frames: int = 1000
+    tls_verify: bool = False
+    tls_ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -133,16 +171,51 @@ class PushConfig:
             raise ValueError(f"push audio must be 'aac' or 'copy', got {self.audio!r}")
         if self.audio_sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
             raise ValueError(f"unsupported AAC sample rate {self.audio_sample_rate}")
-        if self.audio_bitrate <= 0 or self.rw_timeout <= 0 or self.connect_timeout <= 0:
+        if self.audio_bitrate <= 0 or self.rw_timeout <= 0:
             raise ValueError("bitrate and timeouts must be positive")
         if self.retry_initial < 0 or self.retry_max < self.retry_initial:
             raise ValueError("retry_initial must be >= 0 and <= retry_max")
         if self.max_retries is not None and self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0 or None, got {self.max_retries}")
-        if "[" in self.url or "]" in self.url:
-            raise ValueError(f"push url must not contain square brackets: {self.url!r}")
         if self.queue_frames < 1:
             raise ValueError(f"queue_frames must be at least 1, got {self.queue_frames}")
+        if self.send_buffer < 0:
+            raise ValueError(
+                f"send_buffer must be >= 0 (0: the OS default), got {self.send_buffer}"
+            )
+        TlsOptions(verify=self.tls_verify, ca_file=self.tls_ca_file)  # checks the path
+
+    def tls_options(self) -> TlsOptions:
+        """The certificate checking the output gets (:class:`rtmp.output.TlsOptions`);
+        :class:`FileNotFoundError` when verifying needs the system bundle and none exists
+        (a failed connection attempt, reported in the push's ``info``)."""
+        ca_file = self.tls_ca_file
+        if self.tls_verify and ca_file is None:
+            ca_file = system_ca_file()
+        return TlsOptions(verify=self.tls_verify, ca_file=ca_file)
+
+
+#: Where distributions keep the CA bundle. PyAV's bundled GnuTLS looks only at
+#: /etc/pki/tls/cert.pem (its build's default), which Debian does not have.
+SYSTEM_CA_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/tls/cert.pem",
+    "/etc/ssl/cert.pem",
+)
+
+
+def system_ca_file() -> str:
+    """The first CA bundle of :data:`SYSTEM_CA_FILES` that exists; :class:`FileNotFoundError`
+    when there is none (then ``tls_ca_file`` must be given)."""
+    for candidate in SYSTEM_CA_FILES:
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(
+        errno.ENOENT,
+        "tls_verify needs a CA file (tls_ca_file): no system CA bundle found",
+        SYSTEM_CA_FILES[0],
+    )
 
 
 @dataclass
@@ -155,6 +228,7 @@ class PushStats:
     reconnects: int = 0
     dropped: int = 0
     connected_at: float | None = None
+    processed_at: float | None = None
     first_video_sent_at: float | None = None
     last_error: str | None = None
 
@@ -219,7 +293,9 @@ class RtmpPusher:
     ) -> None:
         self.log_url = redact_url(config.url)
         """The target for log lines, stream key hidden."""
-        for secret in url_secrets(config.url):
+        self._secrets = url_secrets(config.url)
+        self._secrets_lock = threading.Lock()
+        for secret in self._secrets:
             register_secret(secret)  # also masked in tracebacks and FFmpeg's messages
         self.stream = stream
         self.config = config
@@ -269,6 +345,8 @@ class RtmpPusher:
             return
         self._stopped = True
         self._stopping.set()
+        if self._thread is None:
+            self._release_secrets()  # never started: no writer will release them
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -280,7 +358,8 @@ class RtmpPusher:
             self._subscription.close()
         thread = self._thread
         if thread is not None:
-            bound = DRAIN_TIMEOUT + self.config.rw_timeout + 5.0
+            # A dead connection's close may block three times: write, trailer, RTMP close.
+            bound = DRAIN_TIMEOUT + 3 * self.config.rw_timeout + 5.0
             await asyncio.to_thread(thread.join, bound)
             if thread.is_alive():
                 log.error(
@@ -358,6 +437,14 @@ class RtmpPusher:
     def _request_keyframe(self) -> None:
         self._post(self.stream.request_keyframe)
 
+    def _release_secrets(self) -> None:
+        """Stop masking the URL's secrets (once): nothing of this push logs them any more.
+        Registrations are counted, so another push with the same key stays masked."""
+        with self._secrets_lock:
+            secrets, self._secrets = self._secrets, []
+        for secret in secrets:
+            unregister_secret(secret)
+
     def _run(self) -> None:
         try:
             self._run_writer()
@@ -365,6 +452,14 @@ class RtmpPusher:
             log.exception("push %s: writer crashed", self.log_url)
             self.stats.last_error = describe_error(exc)
             self._post_status(PushStatus.FAILED, FAILED_INFO)
+        finally:
+            # The writer (FFmpeg's messages, tracebacks) was the last user of the URL.
+            self._release_secrets()
+
+    def _processed(self) -> None:
+        """Called by the connection writer once the first keyframe left for the server."""
+        self.stats.processed_at = time.monotonic()
+        self._post_status(PushStatus.PROCESSED_REMOTE, None)
 
     def _run_writer(self) -> None:
         timeline = _Timeline(lead=1024 / self.config.audio_sample_rate)

@@ -17,7 +17,10 @@ def redact_url(url: str) -> str:
     app = f"/{segments[0]}" if segments else ""
     hidden = "/***" if len(segments) > 1 or parts.query else ""
     port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{app}{hidden}"
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal keeps its brackets (RFC 3986 §3.2.2)
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{app}{hidden}"
 
 
 def describe_error(exc: BaseException) -> str:

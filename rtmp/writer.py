@@ -76,6 +76,10 @@ class ConnectionWriter:
         self._still_next: float | None = None
         self._still_count = 0
         self._warned: set[str] = set()
+        # FLV ms of the packet whose delivery makes the push PROCESSED_REMOTE (the first
+        # video keyframe; the first audio packet without a video track), once muxed.
+        self._marker: int | None = None
+        self._processed = False
 
     def open(self) -> None:
         """Choose the tracks, connect and write the FLV header."""
@@ -96,7 +100,14 @@ class ConnectionWriter:
                 bitrate=config.audio_bitrate, sample_rate=config.audio_sample_rate
             )
         audio = pusher._audio_spec(first, self.transcoder)
-        self.output = FlvOutput(config.url, video=video, audio=audio, rw_timeout=config.rw_timeout)
+        self.output = FlvOutput(
+            config.url,
+            video=video,
+            audio=audio,
+            rw_timeout=config.rw_timeout,
+            tls=config.tls_options(),
+            send_buffer=config.send_buffer,
+        )
         self.output.open()
 
     def pump(self, first: _Item) -> None:
@@ -134,6 +145,16 @@ class ConnectionWriter:
             self._warned.add(key)
             log.warning("push %s: " + message, self.pusher.log_url, *args)
 
+    def _muxed(self, ts: int, *, start: bool) -> None:
+        """After each mux: note the marker packet (``start``), report its delivery."""
+        if self._processed:
+            return
+        if start and self._marker is None:
+            self._marker = ts
+        if self._marker is not None and self._output().delivered_before() > self._marker:
+            self._processed = True
+            self.pusher._processed()
+
     def _write(self, frame: MediaFrame) -> None:
         if frame.kind == "video":
             self._write_video(frame)
@@ -160,6 +181,7 @@ class ConnectionWriter:
             return  # parameter sets only: they went into the sequence header
         ts = self.timeline.ms("video", _pts(frame))
         output.write_video(data, ts, keyframe=frame.keyframe, new_config=new_config)
+        self._muxed(ts, start=frame.keyframe)
         stats = self.pusher.stats
         stats.video_frames_sent += 1
         stats.bytes += len(data)
@@ -177,6 +199,7 @@ class ConnectionWriter:
             data = annexb_to_avcc(self.still.unit(self._still_count)).data
             ts = self.timeline.ms("video", self._still_next)
             self._output().write_video(data, ts, keyframe=True)
+            self._muxed(ts, start=True)
             self._still_count += 1
             self._still_next += STILL_INTERVAL
             self.pusher.stats.bytes += len(data)
@@ -204,7 +227,9 @@ class ConnectionWriter:
 
     def _mux_audio(self, data: bytes, pts: float) -> None:
         ts = self.timeline.ms("audio", pts)
-        self._output().write_audio(data, ts)
+        output = self._output()
+        output.write_audio(data, ts)
+        self._muxed(ts, start=not output.has_video)
         stats = self.pusher.stats
         stats.audio_frames_sent += 1
         stats.bytes += len(data)

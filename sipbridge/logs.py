@@ -8,7 +8,11 @@ the record in place (message, string ``extra`` fields, exception and stack
 text) so that no formatter can print a secret:
 
 * any string registered with :func:`register_secret` (the gateway registers
-  each SIP password it is given), replaced wherever it occurs;
+  each SIP password it is given, each RTMP push its stream key), replaced
+  wherever it occurs. Registrations are counted: :func:`unregister_secret`
+  undoes one, and the string stays masked while another holder still has it
+  registered (two pushes with the same key), so the set does not grow with
+  every push a long-running gateway makes;
 * ``password=...`` / ``"sipPassword": "..."`` style key/value pairs whose key
   names a password, secret or token;
 * the ``response="..."`` of an ``Authorization: Digest`` header (RFC 3261
@@ -42,6 +46,7 @@ __all__ = [
     "configure_logging",
     "redact",
     "register_secret",
+    "secret_count",
     "unregister_secret",
 ]
 
@@ -52,30 +57,48 @@ SIP_TRACE_LOGGER = "sipbridge.sip.trace"
 MIN_SECRET_LENGTH = 4
 
 _secrets_lock = threading.Lock()
-_secrets: set[str] = set()
+# Secret -> number of registrations not yet undone.
+_secrets: dict[str, int] = {}
 _secrets_re: re.Pattern[str] | None = None
 
 
 def register_secret(secret: str) -> None:
-    """Mask ``secret`` wherever it appears in a log record from now on (thread-safe)."""
+    """Mask ``secret`` wherever it appears in a log record from now on (thread-safe).
+
+    Each call counts: the secret stays masked until :func:`unregister_secret` has been
+    called as many times.
+    """
     global _secrets_re
     if len(secret) < MIN_SECRET_LENGTH:
         return
     with _secrets_lock:
-        if secret in _secrets:
-            return
-        _secrets.add(secret)
-        _secrets_re = _compile_secrets(_secrets)
+        count = _secrets.get(secret, 0)
+        _secrets[secret] = count + 1
+        if count == 0:
+            _secrets_re = _compile_secrets(_secrets)
 
 
 def unregister_secret(secret: str) -> None:
-    """Stop masking ``secret`` (e.g. once no call or registration uses it)."""
+    """Undo one :func:`register_secret`; the last one stops masking ``secret``.
+
+    Unknown (or too short) secrets are ignored (thread-safe).
+    """
     global _secrets_re
     with _secrets_lock:
-        if secret not in _secrets:
+        count = _secrets.get(secret)
+        if count is None:
             return
-        _secrets.discard(secret)
+        if count > 1:
+            _secrets[secret] = count - 1
+            return
+        del _secrets[secret]
         _secrets_re = _compile_secrets(_secrets)
+
+
+def secret_count() -> int:
+    """How many distinct secrets are masked now (for tests and diagnostics)."""
+    with _secrets_lock:
+        return len(_secrets)
 
 
 def clear_secrets() -> None:
@@ -86,7 +109,7 @@ def clear_secrets() -> None:
         _secrets_re = None
 
 
-def _compile_secrets(secrets: set[str]) -> re.Pattern[str] | None:
+def _compile_secrets(secrets: dict[str, int]) -> re.Pattern[str] | None:
     if not secrets:
         return None
     # Longest first, so a secret containing another is masked whole.

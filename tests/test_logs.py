@@ -18,6 +18,7 @@ from sipbridge.logs import (
     configure_logging,
     redact,
     register_secret,
+    secret_count,
     unregister_secret,
 )
 from sipbridge.settings import LogSettings
@@ -104,6 +105,48 @@ def test_unregistered_secret_is_no_longer_masked() -> None:
     assert redact(PASSWORD) == MASK
     unregister_secret(PASSWORD)
     assert redact(PASSWORD) == PASSWORD
+
+
+def test_registrations_are_counted() -> None:
+    register_secret(PASSWORD)
+    register_secret(PASSWORD)  # a second holder (two pushes with one stream key)
+    assert secret_count() == 1
+    unregister_secret(PASSWORD)
+    assert redact(PASSWORD) == MASK  # the other holder still has it
+    unregister_secret(PASSWORD)
+    assert redact(PASSWORD) == PASSWORD
+    assert secret_count() == 0
+    unregister_secret(PASSWORD)  # one too many: ignored, never negative
+    register_secret(PASSWORD)
+    assert redact(PASSWORD) == MASK
+
+
+def test_register_unregister_does_not_grow() -> None:
+    for index in range(1000):
+        key = f"stream-key-{index:04d}"
+        register_secret(key)
+        unregister_secret(key)
+    assert secret_count() == 0
+    assert redact("stream-key-0001") == "stream-key-0001"
+
+
+def test_unregister_thread_safe() -> None:
+    secret = "shared-stream-key"
+
+    def worker() -> None:
+        for _ in range(500):
+            register_secret(secret)
+            unregister_secret(secret)
+
+    register_secret(secret)
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert redact(secret) == MASK  # the first registration is still held
+    unregister_secret(secret)
+    assert secret_count() == 0
 
 
 def test_short_secrets_are_not_registered() -> None:

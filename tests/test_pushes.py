@@ -224,6 +224,42 @@ async def test_start_pushes_a_reserved_stream_with_the_settings(
     )
 
 
+async def test_tls_and_send_buffer_settings_reach_the_pusher(
+    registry: StreamRegistry, factory: FakePusherFactory
+) -> None:
+    settings = RtmpSettings(
+        tls_verify=True, tls_ca_file="/etc/sipbridge/ca.pem", send_buffer=65536, rw_timeout=2.5
+    )
+    manager = PushManager(registry, settings, pusher_factory=factory)
+    registry.reserve("s1")
+    await manager.start_push("s1", "rtmps://h/live/key")
+    (pusher,) = factory.made
+    assert pusher.config == PushConfig(
+        url="rtmps://h/live/key",
+        tls_verify=True,
+        tls_ca_file="/etc/sipbridge/ca.pem",
+        send_buffer=65536,
+        rw_timeout=2.5,
+    )
+    # "" in the settings: the system CA bundle, chosen when the connection opens.
+    default = PushManager(registry, RtmpSettings(tls_verify=True), pusher_factory=factory)
+    assert default.config("rtmps://h/live/k2").tls_ca_file is None
+
+
+async def test_processed_remote_is_reported(
+    manager: PushManager, registry: StreamRegistry, factory: FakePusherFactory
+) -> None:
+    registry.reserve("s1")
+    await manager.start_push("s1", URL)
+    pusher = factory.made[0]
+    pusher.report(PushStatus.CONNECTED)
+    pusher.report(PushStatus.PROCESSED_REMOTE)
+    assert manager.find_pushes()[0].status is PushStatus.PROCESSED_REMOTE
+    pusher.report(PushStatus.PENDING, "Connection timed out")  # lost, retrying
+    found = manager.find_pushes()[0]
+    assert (found.status, found.info) == (PushStatus.PENDING, "Connection timed out")
+
+
 async def test_errors_400_then_404_then_409(manager: PushManager, registry: StreamRegistry) -> None:
     with pytest.raises(InvalidRequest):
         await manager.start_push("ghost", "http://h/live")

@@ -92,13 +92,16 @@ def check_pulled(out: Path, *, min_seconds: float) -> tuple[int, float]:
 async def test_push_to_nginx_and_pull(
     nginx: NginxRtmp, peers: PeerSet, live_clip: Clip, tmp_path: Path
 ) -> None:
+    statuses: list[PushStatus] = []
     stream = new_stream()
     url = nginx.url("test")
-    pusher = RtmpPusher(stream, PushConfig(url=url, rw_timeout=5.0))
+    config = PushConfig(url=url, rw_timeout=5.0)
+    pusher = RtmpPusher(stream, config, on_status=lambda s, _: statuses.append(s))
     await pusher.start()
     feeder = asyncio.create_task(feed_realtime(stream, live_clip.frames))
     try:
-        await wait_for(lambda: pusher.status is PushStatus.CONNECTED, 10, "CONNECTED")
+        await wait_for(lambda: pusher.status is PushStatus.PROCESSED_REMOTE, 10, "PROCESSED_REMOTE")
+        assert statuses == [PushStatus.CONNECTED, PushStatus.PROCESSED_REMOTE]
         await asyncio.to_thread(nginx.wait_publishing, "test")
         pull = start_pull(peers, url, tmp_path / "pulled.flv", name="pull")
         async with asyncio.timeout(20):
@@ -111,6 +114,7 @@ async def test_push_to_nginx_and_pull(
         feeder.cancel()
         await pusher.stop()
     assert pusher.stats.reconnects == 0
+    assert statuses[-1] is PushStatus.STOPPED
     assert pusher.stats.video_frames_sent == len(live_clip.video)
     assert pusher.stats.first_video_sent_at is not None
     frames, _ = check_pulled(tmp_path / "pulled.flv", min_seconds=5.0)
@@ -131,14 +135,16 @@ async def test_nginx_restart_mid_push(
     )
     feeder = asyncio.create_task(feed_realtime(stream, frames))
     try:
-        await wait_for(lambda: pusher.status is PushStatus.CONNECTED, 10, "CONNECTED")
+        await wait_for(lambda: pusher.status is PushStatus.PROCESSED_REMOTE, 10, "PROCESSED_REMOTE")
         await asyncio.sleep(3.0)
         sent_before = pusher.stats.video_frames_sent
         await asyncio.to_thread(nginx.stop)
         await wait_for(lambda: pusher.status is PushStatus.PENDING, 10, "PENDING after the drop")
         assert pusher.info
         await asyncio.to_thread(nginx.start)
-        await wait_for(lambda: pusher.status is PushStatus.CONNECTED, 15, "CONNECTED again")
+        await wait_for(
+            lambda: pusher.status is PushStatus.PROCESSED_REMOTE, 15, "PROCESSED_REMOTE again"
+        )
         assert pusher.stats.reconnects >= 1
         await asyncio.to_thread(nginx.wait_publishing, "test")
         pull = start_pull(peers, url, tmp_path / "after.flv", name="pull-after")
@@ -150,7 +156,8 @@ async def test_nginx_restart_mid_push(
     finally:
         feeder.cancel()
         await pusher.stop()
-    assert statuses[:3] == [PushStatus.CONNECTED, PushStatus.PENDING, PushStatus.CONNECTED]
+    connected, processed = PushStatus.CONNECTED, PushStatus.PROCESSED_REMOTE
+    assert statuses[:5] == [connected, processed, PushStatus.PENDING, connected, processed]
     assert pusher.stats.video_frames_sent > sent_before
     check_pulled(tmp_path / "after.flv", min_seconds=4.0)
 

@@ -90,14 +90,15 @@ def find_pushes(gateway: GatewayProcess, **filters: str) -> list[dict[str, Any]]
 def wait_push(
     gateway: GatewayProcess, media_session_id: str, status: str, timeout: float = 15.0
 ) -> dict[str, Any]:
-    """Poll ``/push/find_all`` until the push has ``status`` (and, for CONNECTED, video out)."""
+    """Poll ``/push/find_all`` until the push has ``status`` (and, for PROCESSED_REMOTE,
+    video out)."""
     deadline = time.monotonic() + timeout
     push: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         push = next(
             (p for p in find_pushes(gateway) if p["mediaSessionId"] == media_session_id), None
         )
-        video_out = status != "CONNECTED" or (push is not None and push["firstVideoAt"])
+        video_out = status != "PROCESSED_REMOTE" or (push is not None and push["firstVideoAt"])
         if push is not None and push["status"] == status and video_out:
             return push
         time.sleep(0.1)
@@ -142,13 +143,13 @@ def test_call_pushed_to_nginx_and_push_methods(
     assert first["streamName"] == stream_name
     assert first["callId"] == call_id
     assert first["targetUrl"] == nginx.url(published)
-    assert first["status"] in ("PENDING", "CONNECTED")
+    assert first["status"] in ("PENDING", "CONNECTED", "PROCESSED_REMOTE")
 
     call, seen = gateway.wait_status(call_id, {"ESTABLISHED", "FAILED", "FINISH", "BUSY"})
     assert call["status"] == "ESTABLISHED", (seen, call, bob.diagnostics())
 
-    # The push connects and writes video; nginx sees a publisher.
-    first = wait_push(gateway, first["mediaSessionId"], "CONNECTED")
+    # The push connects and its first keyframe reaches nginx; nginx sees a publisher.
+    first = wait_push(gateway, first["mediaSessionId"], "PROCESSED_REMOTE")
     nginx.wait_publishing(published, timeout=10)
     answered_ms = log_time_ms(gateway, rf"^call {call_id}: ESTABLISHED\b")
     first_video_ms = int(first["firstVideoAt"])
@@ -171,7 +172,7 @@ def test_call_pushed_to_nginx_and_push_methods(
     second = response.json()
     assert (second["targetUrl"], second["publishedName"]) == (second_url, None)
     assert second["mediaSessionId"] != first["mediaSessionId"]
-    wait_push(gateway, second["mediaSessionId"], "CONNECTED")
+    wait_push(gateway, second["mediaSessionId"], "PROCESSED_REMOTE")
     nginx.wait_publishing("second", timeout=10)
     second_kinds = streams_by_kind(probe(second_url, seconds=2))
     assert second_kinds["video"]["codec_name"] == "h264", second_kinds
@@ -181,7 +182,7 @@ def test_call_pushed_to_nginx_and_push_methods(
     assert again.status_code == 409, again.text
     assert second["mediaSessionId"] in again.json()["error"]
     assert len(find_pushes(gateway, streamName=stream_name)) == 2
-    assert [p["status"] for p in find_pushes(gateway)] == ["CONNECTED", "CONNECTED"]
+    assert [p["status"] for p in find_pushes(gateway)] == ["PROCESSED_REMOTE"] * 2
 
     # /push/terminate: STOPPED; the first push and the call go on.
     stopped = gateway.post("/push/terminate", {"mediaSessionId": second["mediaSessionId"]})
@@ -189,7 +190,7 @@ def test_call_pushed_to_nginx_and_push_methods(
     assert stopped.json()["status"] == "STOPPED"
     still = gateway.find(call_id)
     assert still is not None and still["status"] == "ESTABLISHED", still
-    wait_push(gateway, first["mediaSessionId"], "CONNECTED", timeout=2)
+    wait_push(gateway, first["mediaSessionId"], "PROCESSED_REMOTE", timeout=2)
 
     # /call/terminate ends the remaining push with the call.
     assert gateway.post("/call/terminate", {"callId": call_id}).status_code == 200

@@ -5,11 +5,12 @@ kamailio, answering by itself) sends a 640x360 25 fps H.264 test pattern and a P
 tone; the real ``sipbridge serve`` calls it with ``rtmpUrl`` pointing at nginx's
 ``live`` application, so the call's stream is pushed as ``rtmp_<streamName>``.
 
-Once the push is ``CONNECTED`` and its ``framesSent`` grows, nginx is stopped (its
+Once the push is ``PROCESSED_REMOTE`` and its ``framesSent`` grows, nginx is stopped (its
 process group, by PID). The push must go ``PENDING`` with an ``info`` saying why,
 while the call stays ``ESTABLISHED`` (``/call/find``): losing the RTMP server is
 not a reason to hang up. nginx is started again on the same ports; within
-:data:`RECONNECT_WITHIN` seconds the push must be ``CONNECTED`` again with
+:data:`RECONNECT_WITHIN` seconds the push must be connected again (``CONNECTED``,
+then ``PROCESSED_REMOTE`` once its first keyframe went out) with
 ``reconnects >= 1`` and ``framesSent`` growing again, and ffprobe pulling the
 stream from the new nginx must see H.264 at the size baresip sends. The call is
 polled at every step and must never leave ``ESTABLISHED`` until ``/call/terminate``
@@ -98,11 +99,12 @@ class CallWatch:
         return push
 
     def wait_frames_grow(self, since: int, timeout: float = GROWTH_WINDOW) -> dict[str, Any]:
-        """Poll until the push is CONNECTED with ``framesSent`` beyond ``since`` by 1 s of video."""
+        """Poll until the push is PROCESSED_REMOTE with ``framesSent`` beyond ``since`` by
+        1 s of video."""
         return self.wait(
-            f"CONNECTED with framesSent > {since} + {VIDEO_FPS:.0f}",
+            f"PROCESSED_REMOTE with framesSent > {since} + {VIDEO_FPS:.0f}",
             timeout,
-            lambda p: p["status"] == "CONNECTED" and p["framesSent"] > since + VIDEO_FPS,
+            lambda p: p["status"] == "PROCESSED_REMOTE" and p["framesSent"] > since + VIDEO_FPS,
         )
 
 
@@ -134,9 +136,11 @@ def test_nginx_restart_mid_call(
     assert call["status"] == "ESTABLISHED", (seen, call, bob.diagnostics())
     watch = CallWatch(gateway, call_id, push["mediaSessionId"])
 
-    # Before: CONNECTED, video out, frames flowing, nginx sees the publisher.
+    # Before: PROCESSED_REMOTE, video out, frames flowing, nginx sees the publisher.
     push = watch.wait(
-        "CONNECTED with video", 15.0, lambda p: p["status"] == "CONNECTED" and p["firstVideoAt"]
+        "PROCESSED_REMOTE with video",
+        15.0,
+        lambda p: p["status"] == "PROCESSED_REMOTE" and p["firstVideoAt"],
     )
     before = watch.wait_frames_grow(push["framesSent"])
     assert before["reconnects"] == 0, before
@@ -156,7 +160,11 @@ def test_nginx_restart_mid_call(
     # nginx is back on the same port: the push reconnects and frames flow again.
     nginx.start()
     restarted_at = time.monotonic()
-    again = watch.wait("CONNECTED again", RECONNECT_WITHIN, lambda p: p["status"] == "CONNECTED")
+    again = watch.wait(
+        "connected again",
+        RECONNECT_WITHIN,
+        lambda p: p["status"] in ("CONNECTED", "PROCESSED_REMOTE"),
+    )
     reconnected_after = time.monotonic() - restarted_at
     assert again["reconnects"] >= 1, again
     after = watch.wait_frames_grow(again["framesSent"])

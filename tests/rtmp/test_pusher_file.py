@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rtmp.pusher import FAILED_INFO, PushConfig, PushStatus, RtmpPusher
+from rtmp.output import TlsOptions
+from rtmp.pusher import FAILED_INFO, PushConfig, PushStatus, RtmpPusher, system_ca_file
 from rtp.frame import MediaFrame
+from sipbridge.logs import MASK, redact
 from sipbridge.registry import Stream, StreamStatus
 from tests.rtmp.media import (
     Clip,
@@ -241,9 +243,80 @@ def test_config_validation() -> None:
         PushConfig(url="")
     with pytest.raises(ValueError, match="'aac' or 'copy'"):
         PushConfig(url="x.flv", audio="mp3")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="square brackets"):
-        PushConfig(url="rtmp://[::1]/live/x")
+    assert PushConfig(url="rtmp://[::1]:1935/live/x").url == "rtmp://[::1]:1935/live/x"
+    with pytest.raises(ValueError, match="TLS CA file path"):
+        PushConfig(url="rtmps://h/live/x", tls_verify=True, tls_ca_file="/tmp/a:b.pem")
     with pytest.raises(ValueError, match="max_retries"):
         PushConfig(url="x.flv", max_retries=-1)
     with pytest.raises(ValueError, match="queue_frames"):
         PushConfig(url="x.flv", queue_frames=0)
+
+
+def test_tls_options_default_to_the_system_bundle() -> None:
+    assert PushConfig(url="rtmps://h/live/x").tls_options() == TlsOptions()
+    options = PushConfig(url="rtmps://h/live/x", tls_verify=True).tls_options()
+    assert options.verify and options.ca_file == system_ca_file()
+    own = PushConfig(url="rtmps://h/live/x", tls_verify=True, tls_ca_file="/etc/ca.pem")
+    assert own.tls_options() == TlsOptions(verify=True, ca_file="/etc/ca.pem")
+
+
+async def test_statuses_connected_then_processed_remote(clip: Clip, tmp_path: Path) -> None:
+    statuses: list[PushStatus] = []
+    stream = Stream("test")
+    stream.track("video")
+    stream.track("audio")
+    pusher = RtmpPusher(
+        stream, PushConfig(url=str(tmp_path / "out.flv")), on_status=lambda s, _: statuses.append(s)
+    )
+    await pusher.start()
+    for index, frame in enumerate(clip.frames):
+        stream.publish(frame)
+        if index % 20 == 0:
+            await asyncio.sleep(0)
+    stream.end(StreamStatus.UNPUBLISHED)
+    await wait_for(lambda: pusher.status.is_final, 20.0)
+    await pusher.stop()
+    assert statuses == [PushStatus.CONNECTED, PushStatus.PROCESSED_REMOTE, PushStatus.STOPPED]
+    stats = pusher.stats
+    assert stats.connected_at is not None and stats.processed_at is not None
+    assert stats.first_video_sent_at is not None
+    assert stats.connected_at <= stats.first_video_sent_at <= stats.processed_at
+
+
+async def test_audio_only_is_processed_after_its_first_packet(
+    audio_clip: Clip, tmp_path: Path
+) -> None:
+    statuses: list[PushStatus] = []
+    stream = Stream("test")
+    stream.track("audio")
+    config = PushConfig(url=str(tmp_path / "out.flv"), audio="copy")
+    pusher = RtmpPusher(stream, config, on_status=lambda s, _: statuses.append(s))
+    await pusher.start()
+    stream.publish(audio_clip.audio[0])
+    await wait_for(lambda: pusher.status is PushStatus.PROCESSED_REMOTE, 10.0)
+    assert pusher.stats.audio_frames_sent == 1
+    await pusher.stop()
+    assert statuses == [PushStatus.CONNECTED, PushStatus.PROCESSED_REMOTE, PushStatus.STOPPED]
+
+
+async def test_stream_key_is_masked_only_while_pushes_use_it(clip: Clip, tmp_path: Path) -> None:
+    key = "live-key-4711"
+    url = f"rtmp://127.0.0.1:{unused_port()}/live/{key}"
+    config = PushConfig(url=url, retry_initial=5.0, retry_max=5.0)
+    first = RtmpPusher(Stream("a"), config)
+    second = RtmpPusher(Stream("b"), config)
+    assert redact(f"url {url}") == f"url {url[: -len(key)]}{MASK}"
+    await first.start()
+    await first.stop()
+    assert key not in redact(key) and MASK in redact(key)  # the second push still uses it
+    await second.stop()  # never started: released by stop()
+    assert redact(key) == key
+
+
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

@@ -18,6 +18,8 @@ from rtmp.urls import describe_error, redact_url, url_secrets
         ("rtmp://127.0.0.1:1935/live", "rtmp://127.0.0.1:1935/live"),
         ("rtmp://host/app?token=secret", "rtmp://host/app/***"),
         ("/tmp/out.flv", "/tmp/out.flv"),
+        ("rtmp://[::1]:1935/live/key", "rtmp://[::1]:1935/live/***"),
+        ("rtmps://[2001:db8::7]/app/key?x=1", "rtmps://[2001:db8::7]/app/***"),
     ],
 )
 def test_redact_url_hides_the_stream_key(url: str, shown: str) -> None:

@@ -1,0 +1,214 @@
+"""A frozen RTMP server: ``rw_timeout`` ends the stalled connection, the push comes back.
+
+nginx-rtmp (master and worker) is stopped with SIGSTOP, by PID, while a push runs
+with ``rw_timeout`` = :data:`RW_TIMEOUT`. The server's sockets stay open but nobody
+reads: our writes fill the TCP buffers and then block. The push must leave
+``PROCESSED_REMOTE`` for ``PENDING`` with an error ``info`` within
+:data:`LEAVE_WITHIN` seconds, while the event loop stays responsive: the blocked
+write runs in the writer thread inside PyAV's ``mux()``, which releases the GIL, so
+a 50 ms ticker on the loop is never late by more than :data:`MAX_LOOP_LAG`.
+nginx then stays frozen :data:`FROZEN_AFTER_LEAVE` seconds more: reconnection
+attempts get a TCP connection (the kernel accepts into the backlog) but no RTMP
+handshake, and ``rw_timeout`` must end them too (the pusher logs each failed attempt
+with "retrying in"; at least one must be logged while frozen, and the push stays
+``PENDING``). A known limit shows here: PyAV calls ``avformat_write_header`` (where
+the tee opens the connection: TCP connect, RTMP handshake, publish) *with the GIL
+held*, so each such attempt against a frozen server stalls every Python thread, the
+event loop included, for up to ``rw_timeout``. The test pins that bound
+(:data:`MAX_OPEN_LAG`) and records the lag seen; see docs/decisions.md.
+
+Then SIGCONT: the push must be ``PROCESSED_REMOTE`` again (``reconnects`` >= 1)
+within :data:`RECONNECT_WITHIN` seconds, and a real ffmpeg pulling the stream must
+get several seconds of clean H.264 + AAC. SIGCONT is sent in a ``finally``,
+whatever happens. Measured times go to ``rtmp-stall-figures.json`` in the artifacts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from rtmp.pusher import PushConfig, PushStatus, RtmpPusher
+from rtp.frame import MediaFrame
+from tests.interop.nginx import NginxRtmp
+from tests.interop.peers import PeerSet
+from tests.interop.test_rtmp_push import (
+    FPS,
+    check_pulled,
+    live_clip,  # noqa: F401 - the module-scoped fixture, shared
+    new_stream,
+    start_pull,
+    wait_for,
+)
+from tests.rtmp.media import Clip, feed_realtime, shifted
+
+pytestmark = pytest.mark.interop
+
+#: The push's rw_timeout (s).
+RW_TIMEOUT = 2.0
+#: The push must have left PROCESSED_REMOTE this long after SIGSTOP (s): the TCP
+#: buffers (our bounded send buffer, nginx's receive window) fill first, about 3 s at
+#: this clip's 1.1 Mbit/s; then the blocked write waits rw_timeout, and FFmpeg's tee
+#: closes the dead slave (trailer, FCUnpublish, deleteStream) for up to 2 x rw_timeout.
+LEAVE_WITHIN = 3 * RW_TIMEOUT + 8.0
+#: How long nginx stays frozen after the push left (s): room for failed reconnections.
+FROZEN_AFTER_LEAVE = 3 * RW_TIMEOUT
+#: The push must be PROCESSED_REMOTE again this long after SIGCONT (s).
+RECONNECT_WITHIN = 15.0
+#: While the stalled connection is written to, the event loop must never be later
+#: than this on a 50 ms tick (s).
+MAX_LOOP_LAG = 0.5
+#: While attempts to open a connection hang in the RTMP handshake (GIL held by PyAV),
+#: the loop may be late by up to rw_timeout, not more (s).
+MAX_OPEN_LAG = RW_TIMEOUT + 0.5
+
+
+class LoopLag:
+    """A task ticking every 50 ms on the event loop; ``worst`` is its largest lateness."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            due = time.monotonic() + 0.05
+            await asyncio.sleep(0.05)
+            self.worst = max(self.worst, time.monotonic() - due)
+            self.ticks += 1
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._tick())
+
+    def take(self) -> float:
+        """The worst lateness since the last ``take()``; starts a new period."""
+        worst, self.worst = self.worst, 0.0
+        return worst
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def test_frozen_server_is_left_and_rejoined(
+    peers: PeerSet,
+    live_clip: Clip,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="rtmp.pusher")
+    nginx = NginxRtmp(peers).start()
+    statuses: list[tuple[float, PushStatus, str | None]] = []
+    stream = new_stream()
+    config = PushConfig(
+        url=nginx.url("stall"),
+        rw_timeout=RW_TIMEOUT,
+        retry_initial=0.5,
+        retry_max=1.0,
+        max_retries=None,
+    )
+    pusher = RtmpPusher(
+        stream, config, on_status=lambda s, i: statuses.append((time.monotonic(), s, i))
+    )
+    # 48 s of media: enough for the freeze, the reconnection and a pull afterwards.
+    step = live_clip.seconds + 1 / FPS
+    frames: list[MediaFrame] = []
+    for index in range(6):
+        frames += shifted(live_clip.frames, index * step)
+    lag = LoopLag()
+    await pusher.start()
+    feeder = asyncio.create_task(feed_realtime(stream, frames))
+    frozen: list[int] = []
+    try:
+        await wait_for(lambda: pusher.status is PushStatus.PROCESSED_REMOTE, 10, "PROCESSED_REMOTE")
+        await asyncio.sleep(2.0)
+        lag.start()
+        sent_before = pusher.stats.video_frames_sent
+        frozen = nginx.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        assert len(frozen) >= 2, frozen  # the master and its worker
+        await wait_for(
+            lambda: pusher.status is PushStatus.PENDING, LEAVE_WITHIN, "PENDING after the freeze"
+        )
+        left_after = time.monotonic() - frozen_at
+        stall_lag = lag.take()
+        pending_info = pusher.info
+        assert pending_info, statuses
+        retries_before = retry_lines(caplog)
+        await asyncio.sleep(FROZEN_AFTER_LEAVE)
+        # Still frozen: attempts fail in the RTMP handshake, bounded by rw_timeout.
+        assert pusher.status is PushStatus.PENDING, statuses
+        failed_while_frozen = retry_lines(caplog) - retries_before
+        assert failed_while_frozen >= 1, caplog.text
+        open_lag = lag.take()
+    finally:
+        for pid in frozen:
+            nginx_signal_cont(pid)
+    try:
+        resumed_at = time.monotonic()
+        await wait_for(
+            lambda: pusher.status is PushStatus.PROCESSED_REMOTE,
+            RECONNECT_WITHIN,
+            "PROCESSED_REMOTE after SIGCONT",
+        )
+        rejoined_after = time.monotonic() - resumed_at
+        await lag.stop()
+        assert pusher.stats.reconnects >= 1
+        assert pusher.stats.video_frames_sent > sent_before
+        await asyncio.to_thread(nginx.wait_publishing, "stall")
+        pull = start_pull(peers, nginx.url("stall"), tmp_path / "after.flv", name="pull-after")
+        await asyncio.sleep(8.0)
+        stream.end()
+        await wait_for(lambda: pusher.status is PushStatus.STOPPED, 15, "STOPPED")
+        await asyncio.to_thread(pull.wait, 15)
+    finally:
+        feeder.cancel()
+        await lag.stop()
+        await pusher.stop()
+    check_pulled(tmp_path / "after.flv", min_seconds=5.0)
+    assert lag.ticks > 20
+    assert stall_lag < MAX_LOOP_LAG, stall_lag
+    assert open_lag < MAX_OPEN_LAG, open_lag
+    pending_infos = [i for _, s, i in statuses if s is PushStatus.PENDING]
+    sequence = [s for _, s, _ in statuses]
+    assert sequence[:3] == [PushStatus.CONNECTED, PushStatus.PROCESSED_REMOTE, PushStatus.PENDING]
+    assert sequence[-1] is PushStatus.STOPPED
+    (peers.log_dir / "rtmp-stall-figures.json").write_text(
+        json.dumps(
+            {
+                "rw_timeout_s": RW_TIMEOUT,
+                "left_processed_remote_after_sigstop_s": round(left_after, 3),
+                "first_pending_info": pending_info,
+                "pending_infos": pending_infos,
+                "failed_attempts_while_frozen": failed_while_frozen,
+                "processed_remote_after_sigcont_s": round(rejoined_after, 3),
+                "reconnects": pusher.stats.reconnects,
+                "worst_loop_lag_stalled_write_s": round(stall_lag, 4),
+                "worst_loop_lag_frozen_reconnects_s": round(open_lag, 4),
+                "worst_loop_lag_after_sigcont_s": round(lag.worst, 4),
+                "statuses": [[round(t - frozen_at, 3), s.value, i] for t, s, i in statuses],
+            },
+            indent=1,
+        )
+    )
+
+
+def retry_lines(caplog: pytest.LogCaptureFixture) -> int:
+    """How many failed attempts the pusher has logged so far."""
+    return sum("retrying in" in record.getMessage() for record in caplog.records)
+
+
+def nginx_signal_cont(pid: int) -> None:
+    """SIGCONT one frozen nginx process (it may have been killed meanwhile)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
