@@ -7,7 +7,8 @@ INVITE. ``find_calls``/``all_calls`` report calls with the WCS vocabulary;
 finished calls stay visible for ``finished_call_retention`` seconds.
 ``gateway.pushes`` (a :class:`~sipbridge.pushes.PushManager`) pushes streams to
 RTMP servers: a call started with ``rtmpUrl`` ("SIP as RTMP") is pushed from its
-start until it ends.
+start until it ends. ``gateway.webrtc`` (a :class:`~webrtc.whep.WhepSessions`)
+plays streams to WebRTC viewers (WHEP); ``stop()`` closes every viewer.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from sipbridge.sip.invite import CallTimers, OutboundCall, callee_uri
 from sipbridge.sip.offer_answer import MediaOfferConfig
 from sipbridge.sip.registration import Registration, RegistrationState
 from sipbridge.sip.ua import UserAgent
+from webrtc.whep import WhepSessions
 
 __all__ = ["Gateway"]
 
@@ -58,6 +60,7 @@ class Gateway:
         self._calls: dict[str, Call] = {}
         self.streams = StreamRegistry(keyframe_interval=self.settings.rtp.keyframe_interval)
         self.pushes = PushManager(self.streams, self.settings.rtmp)
+        self.webrtc = WhepSessions(self.streams, self.settings.webrtc.to_config())
         self._endpoint = SipEndpoint(self.settings.sip, on_activity=self._dispatch)
         rtp = self.settings.rtp
         self._ports = RtpPortAllocator(self._media_bind_host(), rtp.port_min, rtp.port_max)
@@ -87,6 +90,7 @@ class Gateway:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        await self.webrtc.close()
         await self.pushes.stop_all()
         await self._endpoint.stop()
         self._started = False

@@ -2,7 +2,12 @@
 
 The gateway's lifetime is the ASGI lifespan: it starts before the first request
 is served and, on SIGTERM/SIGINT (uvicorn's graceful shutdown), every call is
-hung up before the process exits.
+hung up and every WebRTC viewer closed before the process exits.
+
+uvicorn waits for every open response before it runs the lifespan's shutdown,
+and an ``/events`` feed never ends by itself: :class:`GatewayServer` ends the
+feeds first (:meth:`~sipbridge.api.events.EventFeed.close`), so a console left open does not
+hold a shutdown up for the whole graceful timeout.
 """
 
 from __future__ import annotations
@@ -11,18 +16,20 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 
 from sipbridge.api.app import create_app
+from sipbridge.api.events import EventFeed
 from sipbridge.gateway import Gateway
 from sipbridge.logs import configure_logging, register_secret
 from sipbridge.settings import Settings
 
-__all__ = ["build_app", "run", "serve"]
+__all__ = ["GatewayServer", "build_app", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +41,18 @@ def build_app(gateway: Gateway, settings: Settings) -> Starlette:
         api_token=settings.http.api_token,
         streams=gateway.streams,
         pushes=gateway.pushes,
+        viewers=gateway.webrtc,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        base = f"http://{settings.http.host}:{settings.http.port}"
         log.info(
-            "sipbridge ready: REST http://%s:%d/rest-api, SIP port %d",
-            settings.http.host,
-            settings.http.port,
+            "sipbridge ready: REST %s/rest-api, console %s/, WHEP %s/whep/NAME, SIP port %d",
+            base,
+            base,
+            base,
             gateway.sip_port,
         )
         try:
@@ -54,6 +64,19 @@ def build_app(gateway: Gateway, settings: Settings) -> Starlette:
 
     app.router.lifespan_context = lifespan
     return app
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, calling ``on_shutdown`` (e.g. ending ``/events`` feeds) as its
+    shutdown begins, before it waits for the open responses."""
+
+    def __init__(self, config: uvicorn.Config, *, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets)
 
 
 async def serve(settings: Settings) -> None:
@@ -71,7 +94,8 @@ async def serve(settings: Settings) -> None:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    await uvicorn.Server(config).serve()
+    events: EventFeed = app.state.events
+    await GatewayServer(config, on_shutdown=events.close).serve()
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:

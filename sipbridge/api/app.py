@@ -1,12 +1,17 @@
-"""The Starlette application of the REST API.
+"""The Starlette application of the REST API, WHEP, the event feed and the pages.
 
 :func:`create_app` mounts each route module under ``/rest-api`` (WCS's prefix;
 clients build ``restUrl + "/call/startup"``). Route modules stay small and sit
 side by side: ``calls.py``, ``streams.py`` (mounted when a stream registry is
-given), ``pushes.py`` (when a push manager is given); ``/recorder/*``, WHEP and
-pages join them later. The
-application owns no resources: the gateway's lifetime belongs to whoever
-created it (the service's lifespan).
+given), ``pushes.py`` (when a push manager is given); ``/recorder/*`` joins them
+later. Beside the mount: ``whep.py`` (``/whep/*``, when the WebRTC viewers are
+given), ``events.py`` (``GET /events``) and ``pages.py`` (``GET /``,
+``/player``, ``/web/*``).
+
+The application owns no resources: the gateway's lifetime belongs to whoever
+created it (the service's lifespan). Its one piece of state is the event feed
+(``app.state.events``), whose :meth:`~sipbridge.api.events.EventFeed.close`
+the server calls before shutting down so open feeds do not hold it up.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from sipbridge.api.errors import (
     http_exception_handler,
     json_response,
 )
-from sipbridge.api.protocol import GatewayAPI, PushesAPI, StreamsAPI
+from sipbridge.api.events import EventFeed
+from sipbridge.api.pages import PageRoutes
+from sipbridge.api.protocol import GatewayAPI, PushesAPI, StreamsAPI, ViewersAPI
 from sipbridge.api.pushes import PushRoutes
 from sipbridge.api.streams import StreamRoutes
+from sipbridge.api.whep import WhepCorsMiddleware, WhepRoutes
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -54,24 +62,36 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     streams: StreamsAPI | None = None,
     pushes: PushesAPI | None = None,
+    viewers: ViewersAPI | None = None,
+    pages: bool = True,
 ) -> Starlette:
-    """The REST API for ``gateway``.
+    """The REST API for ``gateway``, with WHEP, ``/events`` and the pages.
 
     ``api_token``: when set (not ``None``, not ``""``), requests under ``/rest-api``
-    (but the health check) need ``Authorization: Bearer <api_token>``.
+    (but the health check), ``/whep`` and ``/events`` (but ``OPTIONS``) need
+    ``Authorization: Bearer <api_token>``.
     ``max_body_bytes``: larger request bodies are answered 413.
     ``streams``: the stream registry behind ``/stream/*`` (e.g. a
     :class:`~sipbridge.registry.StreamRegistry`); without it those paths are 404.
     ``pushes``: the push manager behind ``/push/*`` (e.g. a
     :class:`~sipbridge.pushes.PushManager`); without it those paths are 404.
+    ``viewers``: the WebRTC viewers behind ``/whep/*`` (``webrtc.whep.WhepSessions``);
+    without it those paths are 404 and ``/events`` lists no viewers.
+    ``pages``: serve the console (``/``), the player (``/player``) and their files.
     """
-    middleware: list[Middleware] = []
+    # First listed is outermost: the CORS headers go on the token check's 401s too.
+    middleware: list[Middleware] = [Middleware(WhepCorsMiddleware)]
     stream_routes: list[BaseRoute] = []
     if streams is not None:
         stream_routes = StreamRoutes(streams, max_body_bytes=max_body_bytes).routes()
     push_routes: list[BaseRoute] = []
     if pushes is not None:
         push_routes = PushRoutes(pushes, max_body_bytes=max_body_bytes).routes()
+    whep_routes: list[BaseRoute] = []
+    if viewers is not None:
+        whep_routes = WhepRoutes(viewers, max_body_bytes=max_body_bytes).routes()
+    events = EventFeed(gateway, streams=streams, pushes=pushes, viewers=viewers)
+    page_routes = PageRoutes().routes() if pages else []
     if api_token:
         middleware.append(Middleware(BearerAuthMiddleware, token=api_token))
     app = Starlette(
@@ -85,6 +105,9 @@ def create_app(
                     *push_routes,
                 ],
             ),
+            *whep_routes,
+            *events.routes(),
+            *page_routes,
         ],
         middleware=middleware,
         exception_handlers={
@@ -95,4 +118,6 @@ def create_app(
     app.state.gateway = gateway
     app.state.streams = streams
     app.state.pushes = pushes
+    app.state.viewers = viewers
+    app.state.events = events
     return app

@@ -1,11 +1,15 @@
-"""Bearer-token check for the REST API (RFC 6750 §2.1 header form).
+"""Bearer-token check for the REST API, WHEP and the event feed (RFC 6750 §2.1 header form).
 
 When the operator sets ``[http] api_token``, every request under a protected
-prefix must carry ``Authorization: Bearer <token>``: no (or a non-Bearer)
-credential is 401 with ``WWW-Authenticate: Bearer``, a wrong token is 403.
-The comparison is constant-time (``hmac.compare_digest``) so response timing
-does not reveal how much of a guess was right. Readiness probes
-(``/rest-api/health``) are exempt.
+prefix (:data:`PROTECTED_PREFIXES`: ``/rest-api``, ``/whep``, ``/events``) must
+carry ``Authorization: Bearer <token>``: no (or a non-Bearer) credential is 401
+with ``WWW-Authenticate: Bearer``, a wrong token is 403. The comparison is
+constant-time (``hmac.compare_digest``) so response timing does not reveal how
+much of a guess was right. Readiness probes (``/rest-api/health``) are exempt,
+and so is every ``OPTIONS`` request: a browser's CORS preflight never carries
+credentials (Fetch standard, "CORS-preflight request"), and it reveals nothing.
+The web pages (``/``, ``/player``, ``/web/*``) are not protected: they hold no
+data and ask the user for the token themselves.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sipbridge.api.errors import error_response
 
-__all__ = ["BearerAuthMiddleware"]
+__all__ = ["EXEMPT_PATHS", "PROTECTED_PREFIXES", "BearerAuthMiddleware"]
+
+PROTECTED_PREFIXES = ("/rest-api", "/whep", "/events")
+EXEMPT_PATHS = ("/rest-api/health",)
 
 
 class BearerAuthMiddleware:
@@ -29,8 +36,8 @@ class BearerAuthMiddleware:
         app: ASGIApp,
         *,
         token: str,
-        protected_prefixes: Iterable[str] = ("/rest-api",),
-        exempt_paths: Iterable[str] = ("/rest-api/health",),
+        protected_prefixes: Iterable[str] = PROTECTED_PREFIXES,
+        exempt_paths: Iterable[str] = EXEMPT_PATHS,
     ) -> None:
         if not token:
             raise ValueError("token must not be empty")
@@ -39,13 +46,13 @@ class BearerAuthMiddleware:
         self._prefixes = tuple(prefix.rstrip("/") for prefix in protected_prefixes)
         self._exempt = frozenset(exempt_paths)
 
-    def _is_protected(self, path: str) -> bool:
-        if path in self._exempt:
+    def _is_protected(self, method: str, path: str) -> bool:
+        if method == "OPTIONS" or path in self._exempt:
             return False
         return any(path == prefix or path.startswith(prefix + "/") for prefix in self._prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._is_protected(scope["path"]):
+        if scope["type"] != "http" or not self._is_protected(scope["method"], scope["path"]):
             await self._app(scope, receive, send)
             return
         scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")

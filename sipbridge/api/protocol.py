@@ -2,23 +2,32 @@
 
 :class:`GatewayAPI` is the structural type the ``/call/*`` handlers drive;
 :class:`StreamsAPI` the one the ``/stream/*`` handlers drive, :class:`PushesAPI`
-the ``/push/*`` ones. ``sipbridge.gateway.Gateway`` implements the first,
-``sipbridge.registry.StreamRegistry`` the second, ``sipbridge.pushes.PushManager``
-the third; the tests drive fakes. Keeping
-the REST layer on a Protocol (not the concrete class) keeps the import graph
-one-way (api -> gateway, never back) and lets the handlers be tested without
-sockets.
+the ``/push/*`` ones, :class:`ViewersAPI` the WHEP ones. ``sipbridge.gateway.Gateway``
+implements the first, ``sipbridge.registry.StreamRegistry`` the second,
+``sipbridge.pushes.PushManager`` the third, ``webrtc.whep.WhepSessions`` the
+fourth; the tests drive fakes. Keeping the REST layer on a Protocol (not the
+concrete class) keeps the import graph one-way (api -> gateway, never back) and
+lets the handlers be tested without sockets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.pushes import PushInfo
 from sipbridge.registry import StreamInfo, StreamStatus
 
-__all__ = ["DTMF_METHODS", "GatewayAPI", "PushesAPI", "StreamsAPI"]
+__all__ = [
+    "DTMF_METHODS",
+    "GatewayAPI",
+    "PushesAPI",
+    "StreamsAPI",
+    "ViewerInfoAPI",
+    "ViewersAPI",
+    "WhepAnswerAPI",
+]
 
 # The DTMF transports WCS's ``/call/send_dtmf`` names in its ``type`` field.
 DTMF_METHODS = ("RFC2833", "INFO")
@@ -146,4 +155,54 @@ class PushesAPI(Protocol):
 
     async def unmute_push(self, media_session_id: str) -> PushInfo:
         """Unmute the push's audio; errors as :meth:`mute_push`."""
+        ...
+
+
+class WhepAnswerAPI(Protocol):
+    """What a WHEP session's creation answers (``webrtc.whep.WhepAnswer`` has these fields)."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def stream_name(self) -> str: ...
+
+    @property
+    def sdp(self) -> str: ...
+
+
+class ViewerInfoAPI(Protocol):
+    """A viewer as reported (``webrtc.whep.ViewerInfo``, a msgspec Struct encoded as it
+    is); the REST layer reads only these two fields, so it need not import ``webrtc``."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def stream_name(self) -> str: ...
+
+
+class ViewersAPI(Protocol):
+    """What ``/whep/*`` and ``/events`` need: the WebRTC viewers (WHEP sessions).
+
+    Errors as for :class:`GatewayAPI` (``InvalidRequest`` 400, ``NotFound`` 404,
+    ``Conflict`` 409).
+    """
+
+    async def create(self, stream_name: str, offer_sdp: str) -> WhepAnswerAPI:
+        """Answer ``offer_sdp`` (recvonly, all ICE candidates gathered) with a session
+        playing ``stream_name``; ``NotFound`` for an unknown stream, ``InvalidRequest``
+        for an unusable offer, ``Conflict`` when a viewer limit is reached."""
+        ...
+
+    async def delete(self, session_id: str) -> ViewerInfoAPI:
+        """Stop the session; answers its final viewer info; ``NotFound`` for an unknown id."""
+        ...
+
+    def get(self, session_id: str) -> ViewerInfoAPI | None:
+        """The session's viewer info, or ``None`` when there is no such session."""
+        ...
+
+    def viewers(self, stream_name: str | None = None) -> Sequence[ViewerInfoAPI]:
+        """Every live session's viewer info (those playing ``stream_name`` when given)."""
         ...

@@ -1,0 +1,102 @@
+"""The web pages: the console (``GET /``), the player (``GET /player``) and their assets.
+
+The pages are plain HTML with JavaScript modules and one stylesheet, shipped
+in the ``sipbridge/web`` directory (package data of ``sipbridge``) and served by this
+application only: no build step, no CDN. Every file is read once, when the
+routes are built; :data:`PAGE_FILES` lists what is served, so nothing else in
+the package directory is ever exposed.
+
+The pages carry no data: they hold no secret and need no token to be fetched.
+The data they show comes from ``/events``, ``/rest-api/*`` and ``/whep/*``,
+which check the token (the pages ask for it once and keep it in
+``sessionStorage``). A ``Content-Security-Policy`` limits every page to this
+origin, so a stray external reference fails loudly in the browser instead of
+silently depending on the network.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from sipbridge.api.errors import error_response
+
+__all__ = ["ASSET_PREFIX", "CONTENT_TYPES", "PAGE_FILES", "PageRoutes"]
+
+ASSET_PREFIX: Final = "/web"
+
+#: Every file served under :data:`ASSET_PREFIX` (the pages too, for completeness).
+PAGE_FILES: Final = (
+    "console.html",
+    "player.html",
+    "api.js",
+    "console.js",
+    "graphs.js",
+    "player.js",
+    "sipbridge.css",
+)
+
+CONTENT_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    # RFC 9239 §6: text/javascript is the one JavaScript media type; modules need it.
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+
+# 'self' only; media from blob: (the player's MediaStream) and the player in an iframe.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob:; connect-src 'self'; frame-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
+
+_HEADERS: Final = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # The files change with the package; a reload must get the new ones.
+    "Cache-Control": "no-cache",
+}
+
+
+def _content_type(name: str) -> str:
+    suffix = name[name.rfind(".") :]
+    return CONTENT_TYPES[suffix]
+
+
+class PageRoutes:
+    """``GET /``, ``GET /player`` and ``GET /web/{name}`` from the package's ``web`` files."""
+
+    def __init__(self, package: str = "sipbridge", directory: str = "web") -> None:
+        root = resources.files(package).joinpath(directory)
+        self._files = {name: root.joinpath(name).read_bytes() for name in PAGE_FILES}
+
+    def routes(self) -> list[BaseRoute]:
+        """The page routes (GET and HEAD; other methods 405)."""
+        return [
+            Route("/", self.console, methods=["GET"]),
+            Route("/player", self.player, methods=["GET"]),
+            Route(ASSET_PREFIX + "/{name}", self.asset, methods=["GET"]),
+        ]
+
+    def _file(self, name: str) -> Response:
+        return Response(content=self._files[name], headers=_HEADERS, media_type=_content_type(name))
+
+    async def console(self, request: Request) -> Response:
+        """``GET /``: the console (calls, streams, pushes, viewers, graphs)."""
+        return self._file("console.html")
+
+    async def player(self, request: Request) -> Response:
+        """``GET /player?stream=NAME``: plays the stream by WHEP (the page reads ``stream``)."""
+        return self._file("player.html")
+
+    async def asset(self, request: Request) -> Response:
+        """``GET /web/{name}``: one of :data:`PAGE_FILES`; anything else is 404."""
+        name = request.path_params["name"]
+        if name not in self._files:
+            return error_response(404, "no such file")
+        return self._file(name)
