@@ -93,6 +93,13 @@ class GatewayProcess:
             process.wait(5)
             return None
 
+    @property
+    def pid(self) -> int:
+        """PID of the running ``sipbridge serve`` (for /proc readings)."""
+        if self.process is None:
+            raise RuntimeError("sipbridge was not started")
+        return self.process.pid
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -134,10 +141,12 @@ class GatewayProcess:
 
 @contextlib.contextmanager
 def running_gateway(
-    workdir: Path, *, rtp_ports: int = 20, rtp_settings: str = ""
+    workdir: Path, *, rtp_ports: int = 20, rtp_settings: str = "", extra_settings: str = ""
 ) -> Iterator[GatewayProcess]:
     """A started gateway on free ports of 127.0.0.1, stopped by PID afterwards.
 
+    ``extra_settings`` is TOML appended to the settings file after ``[log]``
+    (whole tables, e.g. ``[webrtc]`` with ``ice_addresses = ["127.0.0.1"]``).
     On the way out it must exit 0 on SIGTERM and must have logged no traceback.
     """
     rtp = free_port("udp", span=rtp_ports)
@@ -147,6 +156,7 @@ def running_gateway(
         sip_port=free_port("sip"),
         rtp_range=(rtp, rtp + rtp_ports - 1),
         rtp_settings=rtp_settings,
+        extra_settings=extra_settings,
     )
     process.start()
     try:
