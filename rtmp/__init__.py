@@ -1,4 +1,5 @@
-"""RTMP egress: a registry stream pushed as FLV through PyAV (H.264 passed through,
+"""RTMP egress: a registry stream pushed as FLV over our own asyncio RTMP publisher (H.264
+passed through,
 audio to AAC-LC or G.711 as is), with reconnection. See :mod:`rtmp.pusher`."""
 
 from rtmp.pusher import FAILED_INFO, PushConfig, PushStats, PushStatus, RtmpPusher

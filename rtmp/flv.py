@@ -9,14 +9,21 @@ codes and SPS/PPS in band (see :class:`rtp.frame.MediaFrame`), so this module
 converts: the SPS/PPS move into the record, access unit delimiters are
 dropped (FLV frames every access unit itself), the rest become AVCC.
 
-Pure functions, no I/O.
+FLV tag bodies (FLV spec v10.1, Annex E.4.2 ``AUDIODATA``, E.4.3 ``VIDEODATA``)
+are built here too, for both outputs: the RTMP publisher sends them as audio and
+video messages (RTMP spec §7.1.4-5), :class:`FlvFileWriter` wraps them in FLV tags.
+
+Pure functions, no I/O but :class:`FlvFileWriter`'s file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO, Final, Literal
 
+from rtmp.amf0 import AmfValue, EcmaArray, encode_all
+from rtp.frame import MediaFrame
 from rtp.h264_bits import (
     NAL_AUD,
     NAL_FILLER,
@@ -32,11 +39,21 @@ from rtp.h264_bits import (
 )
 
 __all__ = [
+    "AudioSpec",
     "AvcConfig",
     "AvccAccessUnit",
+    "FlvFileWriter",
+    "aac_body",
     "annexb_to_avcc",
+    "avc_config",
     "avc_decoder_configuration_record",
     "avcc_to_annexb",
+    "convert_video",
+    "g711_body",
+    "has_avc_config",
+    "metadata",
+    "video_body",
+    "video_sequence_header",
 ]
 
 # Profiles whose avcC carries the chroma format and bit depths (ISO/IEC 14496-15 §5.3.3.1.2).
@@ -204,3 +221,129 @@ def avcc_to_annexb(sample: bytes, length_size: int = _LENGTH_SIZE) -> bytes:
         out += b"\x00\x00\x00\x01" + sample[pos : pos + size]
         pos += size
     return bytes(out)
+
+
+def has_avc_config(frame: MediaFrame) -> bool:
+    """Whether a video frame brings SPS and PPS (in ``config`` or in band)."""
+    if frame.config is not None:
+        return True
+    return AvcConfig.from_nals(split_annexb(frame.payload)) is not None
+
+
+def avc_config(frame: MediaFrame) -> AvcConfig | None:
+    """The parameter sets a video frame brings (``config`` first, then in band)."""
+    nals = split_annexb(frame.config) if frame.config is not None else []
+    nals += split_annexb(frame.payload)
+    return AvcConfig.from_nals(nals)
+
+
+def convert_video(frame: MediaFrame) -> tuple[bytes, AvcConfig | None]:
+    """The AVCC sample of a video frame and the parameter sets it brings, if any."""
+    unit = annexb_to_avcc(frame.payload)
+    config = None
+    if frame.config is not None or unit.sps or unit.pps:
+        config = avc_config(frame)
+    return unit.data, config
+
+
+# -- FLV tag bodies ----------------------------------------------------------------------------
+#: FLV CodecID 7 (AVC) with FrameType 1 (key frame) / 2 (inter frame) (E.4.3.1).
+_AVC_KEY: Final = 0x17
+_AVC_INTER: Final = 0x27
+#: SoundFormat 10 (AAC), SoundRate 3, SoundSize 1, SoundType 1: always 0xAF for AAC
+#: (E.4.2.1; the real rate and channels are in the AudioSpecificConfig), as FFmpeg writes.
+_AAC: Final = 0xAF
+#: G.711 (SoundFormat 7 A-law, 8 µ-law), rate field 0, 16-bit, mono: FFmpeg's flvenc flags.
+_G711: Final = {"pcm_alaw": 0x72, "pcm_mulaw": 0x82}
+#: FLV codec ids for onMetaData (E.4.2.1, E.4.3.1).
+_AUDIO_CODEC_ID: Final = {"aac": 10.0, "pcm_alaw": 7.0, "pcm_mulaw": 8.0}
+AudioCodecName = Literal["aac", "pcm_mulaw", "pcm_alaw"]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSpec:
+    """The FLV audio track: AAC (``extradata`` = AudioSpecificConfig) or G.711 at 8 kHz."""
+
+    codec: AudioCodecName
+    sample_rate: int
+    extradata: bytes | None = None
+
+
+def video_sequence_header(config: AvcConfig) -> bytes:
+    """``AVCPacketType`` 0: the avcC record (E.4.3.1, ISO/IEC 14496-15 §5.3.3.1)."""
+    return bytes([_AVC_KEY, 0, 0, 0, 0]) + config.record
+
+
+def video_body(sample: bytes, *, keyframe: bool, composition_time: int = 0) -> bytes:
+    """``AVCPacketType`` 1: one AVCC access unit; ``composition_time`` (ms, pts - dts) is
+    0 for the streams we pass through (no B-frames reordering at the source)."""
+    head = _AVC_KEY if keyframe else _AVC_INTER
+    return bytes([head, 1]) + (composition_time & 0xFFFFFF).to_bytes(3, "big") + sample
+
+
+def aac_body(data: bytes, *, sequence_header: bool = False) -> bytes:
+    """``AACPacketType`` 0 (AudioSpecificConfig) or 1 (one raw AAC frame) (E.4.2.2)."""
+    return bytes([_AAC, 0 if sequence_header else 1]) + data
+
+
+def g711_body(data: bytes, codec: AudioCodecName) -> bytes:
+    """G.711 bytes as FLV audio (SoundFormat 7/8, 8 kHz mono)."""
+    try:
+        return bytes([_G711[codec]]) + data
+    except KeyError:
+        raise ValueError(f"not a G.711 FLV codec: {codec!r}") from None
+
+
+def metadata(
+    video: AvcConfig | None, audio: AudioSpec | None, *, audio_bitrate: int | None = None
+) -> dict[str, AmfValue]:
+    """The ``onMetaData`` values FFmpeg's FLV muxer writes for a live output (no
+    duration/filesize): picture size and codec ids, audio rate, size, channels."""
+    values: dict[str, AmfValue] = {}
+    if video is not None:
+        info = video.sps_info
+        values.update(width=float(info.width), height=float(info.height), videocodecid=7.0)
+    if audio is not None:
+        if audio_bitrate:
+            values["audiodatarate"] = audio_bitrate / 1024
+        values.update(
+            audiosamplerate=float(audio.sample_rate),
+            audiosamplesize=16.0,
+            stereo=False,
+            audiocodecid=_AUDIO_CODEC_ID[audio.codec],
+        )
+    values["encoder"] = "sipbridge"
+    return values
+
+
+class FlvFileWriter:
+    """An FLV file (FLV spec v10.1, Annex E.2-E.4): header, then tags with the same
+    bodies the RTMP publisher sends. Blocking file I/O: small buffered writes."""
+
+    def __init__(self, file: BinaryIO, *, has_video: bool, has_audio: bool) -> None:
+        self._file = file
+        flags = (0x04 if has_audio else 0) | (0x01 if has_video else 0)
+        # Signature, version 1, flags, header size 9, PreviousTagSize0 = 0 (E.2, E.3).
+        file.write(b"FLV\x01" + bytes([flags]) + (9).to_bytes(4, "big") + bytes(4))
+        self.bytes_written = 13
+
+    def write_tag(self, tag_type: int, timestamp: int, body: bytes) -> None:
+        """One tag: 8 audio, 9 video, 18 script data; ``timestamp`` in ms (E.4.1)."""
+        if len(body) > 0xFFFFFF:
+            raise ValueError(f"FLV tag body of {len(body)} bytes exceeds 24 bits")
+        ts = timestamp & 0xFFFFFFFF
+        header = (
+            bytes([tag_type])
+            + len(body).to_bytes(3, "big")
+            + (ts & 0xFFFFFF).to_bytes(3, "big")
+            + bytes([ts >> 24])
+            + bytes(3)  # StreamID: always 0
+        )
+        self._file.write(header + body + (11 + len(body)).to_bytes(4, "big"))
+        self.bytes_written += 15 + len(body)
+
+    def write_metadata(self, values: dict[str, AmfValue]) -> None:
+        self.write_tag(18, 0, encode_all("onMetaData", EcmaArray(values)))
+
+    def flush(self) -> None:
+        self._file.flush()

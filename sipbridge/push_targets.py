@@ -13,8 +13,8 @@ Target URL (the ``rtmp_`` rule of WCS)
     Applications with an instance (``app/instance/key``) therefore need the full
     URL.
 
-IPv6 literals (``rtmp://[::1]:1935/live/key``) are accepted: the brackets reach
-FFmpeg (see :mod:`rtmp.output`).
+IPv6 literals (``rtmp://[::1]:1935/live/key``) are accepted (see
+:func:`rtmp.urls.parse_rtmp_url`).
 
 ``/call/startup`` may ask for a push in three fields; :func:`call_push_target`
 picks the one that counts (:class:`CallPushTarget`). Errors are

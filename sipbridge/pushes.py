@@ -287,6 +287,7 @@ class PushManager:
             audio_bitrate=s.audio_bitrate,
             audio_sample_rate=s.audio_sample_rate,
             still_video=s.still_video,
+            connect_timeout=s.connect_timeout,
             rw_timeout=s.rw_timeout,
             send_buffer=s.send_buffer,
             retry_initial=s.retry_initial,

@@ -108,3 +108,31 @@ def test_conversion_property(nals: list[bytes]) -> None:
     assert unit.sps == [n for n in nals if nal_type(n) == 7]
     assert unit.pps == [n for n in nals if nal_type(n) == 8]
     assert len(unit.data) == sum(4 + len(n) for n in kept)
+
+
+def test_tag_bodies() -> None:
+    from rtmp.flv import aac_body, g711_body, video_body
+
+    assert video_body(b"NAL", keyframe=True) == b"\x17\x01\x00\x00\x00NAL"
+    assert video_body(b"NAL", keyframe=False, composition_time=40) == b"\x27\x01\x00\x00\x28NAL"
+    assert aac_body(b"\x11\x90", sequence_header=True) == b"\xaf\x00\x11\x90"
+    assert aac_body(b"raw") == b"\xaf\x01raw"
+    assert g711_body(b"\xff", "pcm_mulaw") == b"\x82\xff"
+    assert g711_body(b"\xd5", "pcm_alaw") == b"\x72\xd5"
+    with pytest.raises(ValueError, match=r"not a G\.711 FLV codec"):
+        g711_body(b"", "aac")
+
+
+def test_flv_file_writer_layout() -> None:
+    import io
+
+    from rtmp.flv import FlvFileWriter
+
+    out = io.BytesIO()
+    flv = FlvFileWriter(out, has_video=True, has_audio=True)
+    flv.write_tag(8, 0x01234567, b"abc")
+    data = out.getvalue()
+    assert data[:13] == b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"
+    # type, size, timestamp (lower 24 bits, then the upper 8), stream id, body, tag size
+    assert data[13:] == b"\x08\x00\x00\x03\x23\x45\x67\x01\x00\x00\x00abc\x00\x00\x00\x0e"
+    assert flv.bytes_written == len(data)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rtmp.output import TlsOptions
+from rtmp.connection import TlsOptions
 from rtmp.pusher import FAILED_INFO, PushConfig, PushStatus, RtmpPusher, system_ca_file
 from rtp.frame import MediaFrame
 from sipbridge.logs import MASK, redact
@@ -245,7 +245,13 @@ def test_config_validation() -> None:
         PushConfig(url="x.flv", audio="mp3")  # type: ignore[arg-type]
     assert PushConfig(url="rtmp://[::1]:1935/live/x").url == "rtmp://[::1]:1935/live/x"
     with pytest.raises(ValueError, match="TLS CA file path"):
-        PushConfig(url="rtmps://h/live/x", tls_verify=True, tls_ca_file="/tmp/a:b.pem")
+        PushConfig(url="rtmps://h/live/x", tls_verify=True, tls_ca_file="")
+    # Our own TLS takes any path (FFmpeg's option syntax no longer applies).
+    assert PushConfig(url="rtmps://h/live/x", tls_ca_file="/tmp/a:b.pem").tls_ca_file
+    with pytest.raises(ValueError, match="timeouts must be positive"):
+        PushConfig(url="x.flv", connect_timeout=0)
+    with pytest.raises(ValueError, match="without a host"):
+        PushConfig(url="rtmp:///live/x")
     with pytest.raises(ValueError, match="max_retries"):
         PushConfig(url="x.flv", max_retries=-1)
     with pytest.raises(ValueError, match="queue_frames"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtmp.urls import describe_error, redact_url, url_secrets
+from rtmp.urls import describe_error, parse_rtmp_url, redact_url, url_secrets
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,64 @@ def test_describe_error_never_shows_the_target() -> None:
     assert describe_error(OSError(32, "Broken pipe", target)) == "Broken pipe"
     assert "SECRET" not in describe_error(ValueError(f"open failed: '{target}'"))
     assert describe_error(RuntimeError()) == "RuntimeError"
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "app", "playpath", "tc_url"),
+    [
+        # YouTube: app "live2", key as the playpath.
+        (
+            "rtmp://a.rtmp.youtube.com/live2/abcd-efgh",
+            "a.rtmp.youtube.com", 1935, "live2", "abcd-efgh",
+            "rtmp://a.rtmp.youtube.com:1935/live2",
+        ),
+        # Facebook: rtmps default port 443, the query stays with the key.
+        (
+            "rtmps://live-api-s.facebook.com:443/rtmp/FB-123?s_bl=1&a=b",
+            "live-api-s.facebook.com", 443, "rtmp", "FB-123?s_bl=1&a=b",
+            "rtmps://live-api-s.facebook.com:443/rtmp",
+        ),
+        # Three segments: the second joins the app (app/instance), as in FFmpeg.
+        ("rtmp://h/app/inst/key", "h", 1935, "app/inst", "key", "rtmp://h:1935/app/inst"),
+        ("rtmp://h/app/a/b/c", "h", 1935, "app/a", "b/c", "rtmp://h:1935/app/a"),
+        # ... unless a ':' comes before the next '/' (mp4:dir/file is one playpath).
+        ("rtmp://h/vod/mp4:dir/f", "h", 1935, "vod", "mp4:dir/f", "rtmp://h:1935/vod"),
+        ("rtmp://h/live", "h", 1935, "live", "", "rtmp://h:1935/live"),
+        ("rtmp://h/live/k.flv", "h", 1935, "live", "k", "rtmp://h:1935/live"),
+        ("rtmp://h/vod/k.mp4", "h", 1935, "vod", "mp4:k.mp4", "rtmp://h:1935/vod"),
+        ("rtmp://h/ondemand/x/y", "h", 1935, "ondemand", "x/y", "rtmp://h:1935/ondemand"),
+        ("rtmp://h/live?slist=key&t=1", "h", 1935, "live", "key", "rtmp://h:1935/live"),
+        ("rtmp://[::1]:1940/live/k", "::1", 1940, "live", "k", "rtmp://[::1]:1940/live"),
+    ],
+)  # fmt: skip
+def test_parse_rtmp_url_like_ffmpeg(
+    url: str, host: str, port: int, app: str, playpath: str, tc_url: str
+) -> None:
+    parsed = parse_rtmp_url(url)
+    assert (parsed.host, parsed.port, parsed.app, parsed.playpath, parsed.tc_url) == (
+        host,
+        port,
+        app,
+        playpath,
+        tc_url,
+    )
+    assert parsed.tls == url.startswith("rtmps:")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://h/live/k", "not an rtmp:// or rtmps:// URL"),
+        ("rtmp:///live/k", "RTMP URL without a host"),
+        ("rtmp://h:99999/live/k", "RTMP URL with an invalid port"),
+    ],
+)
+def test_parse_rtmp_url_errors_hide_the_key(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        parse_rtmp_url(url)
+    assert "/k" not in str(info.value)
+
+
+def test_describe_error_prefers_the_errno_reason() -> None:
+    error = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1935)")
+    assert describe_error(error) == "Connection refused"
