@@ -17,10 +17,10 @@ Why the ``tee`` muxer: PyAV refuses to add a stream whose codec the format
 does not list at FFmpeg's normal compliance level, and Matroska lists G.711
 only in its VfW compatibility mode (``A_MS/ACM``, which FFmpeg's muxer writes
 and every FFmpeg-based player reads). A ``tee`` output with one slave accepts
-any codec and hands the streams to the real muxer with our options, as
-:mod:`rtmp.output` does for FLV.
+any codec and hands the streams to the real muxer with our options (the RTMP
+output used the same trick before it moved to our own publisher).
 
-Streams are made from never-opened scratch templates (see :mod:`rtmp.output`)
+Streams are made from never-opened scratch templates (``add_stream_from_template``)
 so the avcC record and the audio configuration reach the muxer untouched.
 Timestamps are seconds from the start of the file; they are converted with the
 time base the muxer chose (Matroska: 1 ms; MP4: 1/90000 video, 1/rate audio)
