@@ -274,13 +274,16 @@ class Recorder:
             except Exception:
                 log.exception("recording %s: on_status failed", self.recording_id)
 
-    def _file_event(self, record: RecordedFile) -> None:
-        if record.finished or record.error is not None:
+    def _file_event(self, record: RecordedFile, *, closed: bool) -> None:
+        # ``record`` is shared with the worker thread, which may have closed the file
+        # before this "opened" event runs here: the event kind decides, not its fields.
+        if closed:
             if self.current is record:
                 self.current = None
             self.files.append(record)
         else:
-            self.current = record
+            if not (record.finished or record.error is not None):
+                self.current = record
             self._set_status(RecordingStatus.RECORDING, None)
         if self.on_file is not None:
             try:
@@ -298,8 +301,8 @@ class Recorder:
 
     def _run(self) -> None:
         events = SequenceEvents(
-            file_opened=lambda record: self._post(lambda: self._file_event(record)),
-            file_closed=lambda record: self._post(lambda: self._file_event(record)),
+            file_opened=lambda record: self._post(lambda: self._file_event(record, closed=False)),
+            file_closed=lambda record: self._post(lambda: self._file_event(record, closed=True)),
             request_keyframe=lambda: self._post(self.stream.request_keyframe),
         )
         sequence = FileSequence(

@@ -80,6 +80,8 @@ LINGER = 0.5
 _RATES = (5, 7.5, 10, 12, 12.5, 15, 20, 24, 25, 29.97, 30, 48, 50, 59.94, 60)
 #: Pts closer than this are the same instant (sums of 20 ms steps are not exact).
 _EPSILON = 1e-6
+#: Frame gaps measured before the frame rate is trusted (else LOOKAHEAD decides).
+_RATE_GAPS = 4
 _COPY_CODECS = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw", "opus": "opus"}
 
 # File names handed out and not yet renamed away, across recordings of this process.
@@ -280,7 +282,11 @@ class FileSequence:
             after = [f for f in buffer if _pts(f) >= _pts(key)]
             span = max(_pts(f) for f in after) - _pts(key)
             audio_known = not self._declares_audio or any(f.kind == "audio" for f in after)
-            rate_known = self._interval.rate is not None
+            # One gap is not a rate: phones often leave a longer one after the first
+            # frame (baresip: 80 ms at 25 fps), so wait for a few before trusting it.
+            rate_known = (
+                self._interval.rate is not None and len(self._interval.deltas) >= _RATE_GAPS
+            )
             if not final and not (audio_known and rate_known) and span < LOOKAHEAD:
                 return
             early = _pts(key) - self.config.video_wait
@@ -337,7 +343,7 @@ class FileSequence:
                 return
             self._prev = None
             self._close(prev, prev.cut)
-        if pts < cur.zero:
+        if pts < cur.zero - _EPSILON:
             return  # came after its file was closed (later than LINGER): lost at the cut
         recordable = frame.codec in _COPY_CODECS or frame.codec in DECODERS
         if recordable and frame.codec != cur.audio_source:
@@ -356,7 +362,8 @@ class FileSequence:
 
     def _limit_reached(self, cur: _Open, frame: MediaFrame) -> bool:
         config = self.config
-        if config.rotate_seconds and _pts(frame) - cur.record.start_pts >= config.rotate_seconds:
+        elapsed = _pts(frame) - cur.record.start_pts
+        if config.rotate_seconds and elapsed >= config.rotate_seconds - _EPSILON:
             return True
         return bool(config.rotate_bytes) and cur.media.bytes_written >= config.rotate_bytes
 

@@ -360,3 +360,14 @@ async def test_rotation_asks_for_a_keyframe(clip: Clip, tmp_path: Path) -> None:
     assert len(asked) - initial >= 20
     assert len(recorder.files) == 3  # cut at 2.0 and 4.0: the first keyframes after 1.5 s
     assert [round(f.start_offset, 3) for f in recorder.files] == [0.0, 2.0, 4.0]
+
+
+async def test_long_first_frame_gap_does_not_set_the_frame_rate(clip: Clip, tmp_path: Path) -> None:
+    """baresip leaves 80 ms after its first frame at 25 fps: one gap is not the rate."""
+    second_video = clip.video[1]
+    frames = [f for f in clip.frames if f is not second_video]
+    recorder = await record(frames, config(tmp_path))
+    assert recorder.status is RecordingStatus.STOPPED, recorder.info
+    [record_] = recorder.files
+    assert streams_by_kind(record_.path)["video"]["r_frame_rate"] == "25/1"
+    assert decode_errors(record_.path) == ""
