@@ -9,6 +9,14 @@ finished calls stay visible for ``finished_call_retention`` seconds.
 RTMP servers: a call started with ``rtmpUrl`` ("SIP as RTMP") is pushed from its
 start until it ends. ``gateway.webrtc`` (a :class:`~webrtc.whep.WhepSessions`)
 plays streams to WebRTC viewers (WHEP); ``stop()`` closes every viewer.
+``gateway.recordings`` (a :class:`~sipbridge.recording.RecordingManager`)
+records streams to files: on request (``/stream/startRecording``) or, with
+``[record] auto = true``, every call's stream from the moment it is reserved.
+
+``stop()`` (SIGTERM) finishes in this order: every recording first (its files
+get their trailer and final name while the streams still flow), then every
+call is hung up (its stream ends, its pushes stop), then the WebRTC viewers,
+the remaining pushes and the SIP endpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from sipbridge.errors import Conflict, InvalidRequest, NotFound, NotSupported
 from sipbridge.logs import register_secret
 from sipbridge.ports import PortRangeExhausted, RtpPortAllocator
 from sipbridge.pushes import PushManager, call_push_target, is_rtmp_url, rtmp_target_url
+from sipbridge.recording import RecordingManager
 from sipbridge.registry import Stream, StreamRegistry, StreamStatus
 from sipbridge.settings import Settings, parse_outbound_proxy
 from sipbridge.signaling import SipEndpoint
@@ -61,6 +70,7 @@ class Gateway:
         self.streams = StreamRegistry(keyframe_interval=self.settings.rtp.keyframe_interval)
         self.pushes = PushManager(self.streams, self.settings.rtmp)
         self.webrtc = WhepSessions(self.streams, self.settings.webrtc.to_config())
+        self.recordings = RecordingManager(self.streams, self.settings.record)
         self._endpoint = SipEndpoint(self.settings.sip, on_activity=self._dispatch)
         rtp = self.settings.rtp
         self._ports = RtpPortAllocator(self._media_bind_host(), rtp.port_min, rtp.port_max)
@@ -76,9 +86,14 @@ class Gateway:
         self._started = True
 
     async def stop(self, *, timeout: float = 5.0) -> None:
-        """Hang up every call (BYE/CANCEL), wait for them up to ``timeout``, close sockets."""
+        """Finish every recording, then hang up every call (BYE/CANCEL) and wait for them up
+        to ``timeout``, close the viewers, pushes and sockets (module doc: the order)."""
         if not self._started:
             return
+        # Recordings first: their files are finished (trailer, final name, hooks) while
+        # the calls still publish; a stream ending under a recorder would leave the
+        # worker thread finishing the file on its own, which nobody waits for at exit.
+        await self.recordings.close()
         active = [c for c in self._calls.values() if not c.is_final]
         for call in active:
             with contextlib.suppress(Exception):
@@ -161,6 +176,8 @@ class Gateway:
             call.rtmp_url = push_target.rtmp_url
         self._calls[request.call_id] = call
         call.task = asyncio.create_task(self._run_call(call), name=f"call-{request.call_id}")
+        # [record] auto: recorded from the reservation, so the first keyframe is in the file.
+        self.recordings.stream_published(stream)
         return call
 
     async def terminate_call(self, call_id: str) -> CallInfo:

@@ -1,8 +1,9 @@
 """The REST service: the gateway and its Starlette app on uvicorn, with uvloop.
 
 The gateway's lifetime is the ASGI lifespan: it starts before the first request
-is served and, on SIGTERM/SIGINT (uvicorn's graceful shutdown), every call is
-hung up and every WebRTC viewer closed before the process exits.
+is served and, on SIGTERM/SIGINT (uvicorn's graceful shutdown), every recording
+is finished (files complete, under their final names), then every call is hung
+up and every WebRTC viewer and push closed before the process exits.
 
 uvicorn waits for every open response before it runs the lifespan's shutdown,
 and an ``/events`` feed never ends by itself: :class:`GatewayServer` ends the
@@ -42,6 +43,7 @@ def build_app(gateway: Gateway, settings: Settings) -> Starlette:
         streams=gateway.streams,
         pushes=gateway.pushes,
         viewers=gateway.webrtc,
+        recordings=gateway.recordings,
     )
 
     @contextlib.asynccontextmanager
@@ -59,7 +61,12 @@ def build_app(gateway: Gateway, settings: Settings) -> Starlette:
             yield
         finally:
             active = [c for c in gateway.all_calls() if not c.status.is_final]
-            log.info("stopping: hanging up %d call(s)", len(active))
+            recording = [r for r in gateway.recordings.find_all() if not r.status.is_final]
+            log.info(
+                "stopping: finishing %d recording(s), hanging up %d call(s)",
+                len(recording),
+                len(active),
+            )
             await gateway.stop()
 
     app.router.lifespan_context = lifespan

@@ -3,8 +3,9 @@
 :func:`create_app` mounts each route module under ``/rest-api`` (WCS's prefix;
 clients build ``restUrl + "/call/startup"``). Route modules stay small and sit
 side by side: ``calls.py``, ``streams.py`` (mounted when a stream registry is
-given), ``pushes.py`` (when a push manager is given); ``/recorder/*`` joins them
-later. Beside the mount: ``whep.py`` (``/whep/*``, when the WebRTC viewers are
+given), ``pushes.py`` (when a push manager is given), ``recordings.py``
+(``/stream/startRecording``, ``/stream/stopRecording``, ``/recorder/*``, when a
+recording manager is given). Beside the mount: ``whep.py`` (``/whep/*``, when the WebRTC viewers are
 given), ``events.py`` (``GET /events``) and ``pages.py`` (``GET /``,
 ``/player``, ``/web/*``).
 
@@ -36,6 +37,7 @@ from sipbridge.api.events import EventFeed
 from sipbridge.api.pages import PageRoutes
 from sipbridge.api.protocol import GatewayAPI, PushesAPI, StreamsAPI, ViewersAPI
 from sipbridge.api.pushes import PushRoutes
+from sipbridge.api.recordings import RecordingRoutes, RecordingsAPI
 from sipbridge.api.streams import StreamRoutes
 from sipbridge.api.whep import WhepCorsMiddleware, WhepRoutes
 
@@ -63,6 +65,7 @@ def create_app(
     streams: StreamsAPI | None = None,
     pushes: PushesAPI | None = None,
     viewers: ViewersAPI | None = None,
+    recordings: RecordingsAPI | None = None,
     pages: bool = True,
 ) -> Starlette:
     """The REST API for ``gateway``, with WHEP, ``/events`` and the pages.
@@ -77,6 +80,10 @@ def create_app(
     :class:`~sipbridge.pushes.PushManager`); without it those paths are 404.
     ``viewers``: the WebRTC viewers behind ``/whep/*`` (``webrtc.whep.WhepSessions``);
     without it those paths are 404 and ``/events`` lists no viewers.
+    ``recordings``: the recording manager behind ``/stream/startRecording``,
+    ``/stream/stopRecording`` and ``/recorder/*`` (the gateway's
+    :class:`~sipbridge.recording.RecordingManager`); without it those paths are 404
+    and ``/events`` lists no recordings.
     ``pages``: serve the console (``/``), the player (``/player``) and their files.
     """
     # First listed is outermost: the CORS headers go on the token check's 401s too.
@@ -87,10 +94,15 @@ def create_app(
     push_routes: list[BaseRoute] = []
     if pushes is not None:
         push_routes = PushRoutes(pushes, max_body_bytes=max_body_bytes).routes()
+    recording_routes: list[BaseRoute] = []
+    if recordings is not None:
+        recording_routes = RecordingRoutes(recordings, max_body_bytes=max_body_bytes).routes()
     whep_routes: list[BaseRoute] = []
     if viewers is not None:
         whep_routes = WhepRoutes(viewers, max_body_bytes=max_body_bytes).routes()
-    events = EventFeed(gateway, streams=streams, pushes=pushes, viewers=viewers)
+    events = EventFeed(
+        gateway, streams=streams, pushes=pushes, viewers=viewers, recordings=recordings
+    )
     page_routes = PageRoutes().routes() if pages else []
     if api_token:
         middleware.append(Middleware(BearerAuthMiddleware, token=api_token))
@@ -103,6 +115,7 @@ def create_app(
                     *CallRoutes(gateway, max_body_bytes=max_body_bytes).routes(),
                     *stream_routes,
                     *push_routes,
+                    *recording_routes,
                 ],
             ),
             *whep_routes,
@@ -119,5 +132,6 @@ def create_app(
     app.state.streams = streams
     app.state.pushes = pushes
     app.state.viewers = viewers
+    app.state.recordings = recordings
     app.state.events = events
     return app

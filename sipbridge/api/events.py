@@ -8,7 +8,7 @@ a ``retry:`` hint, then at once and every ``interval`` one ``event: state``
 whose ``data`` is one line of JSON::
 
     {"calls": [Call...], "streams": [Stream...], "pushes": [Push...],
-     "viewers": [Viewer...], "time": <Unix ms>}
+     "viewers": [Viewer...], "recordings": [Recording...], "time": <Unix ms>}
 
 encoded by msgspec exactly as the REST answers are (the same Structs). When
 ``interval`` is longer than :data:`KEEPALIVE`, comment lines (``: keepalive``)
@@ -43,6 +43,7 @@ from starlette.types import Receive, Scope, Send
 
 from sipbridge.api.endpoint import json_endpoint
 from sipbridge.api.protocol import GatewayAPI, PushesAPI, StreamsAPI, ViewersAPI
+from sipbridge.api.recordings import RecordingsAPI
 from sipbridge.errors import InvalidRequest
 
 __all__ = [
@@ -91,10 +92,10 @@ def parse_interval(value: str | None) -> float:
 
 
 class EventFeed:
-    """The ``/events`` route: snapshots of calls, streams, pushes and viewers.
+    """The ``/events`` route: snapshots of calls, streams, pushes, viewers and recordings.
 
-    ``streams``, ``pushes`` and ``viewers`` may be ``None`` (their lists are then
-    empty). ``sleep`` and ``clock`` are injected so tests need not wait.
+    ``streams``, ``pushes``, ``viewers`` and ``recordings`` may be ``None`` (their
+    lists are then empty). ``sleep`` and ``clock`` are injected so tests need not wait.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class EventFeed:
         streams: StreamsAPI | None = None,
         pushes: PushesAPI | None = None,
         viewers: ViewersAPI | None = None,
+        recordings: RecordingsAPI | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.time,
     ) -> None:
@@ -111,6 +113,7 @@ class EventFeed:
         self._streams = streams
         self._pushes = pushes
         self._viewers = viewers
+        self._recordings = recordings
         self._sleep = sleep
         self._clock = clock
         # One future per open feed, on that feed's loop (an asyncio.Event would bind
@@ -137,6 +140,7 @@ class EventFeed:
             "streams": self._streams.all_streams() if self._streams is not None else [],
             "pushes": self._pushes.all_pushes() if self._pushes is not None else [],
             "viewers": list(self._viewers.viewers()) if self._viewers is not None else [],
+            "recordings": self._recordings.find_all() if self._recordings is not None else [],
             "time": round(self._clock() * 1000),
         }
         return b"event: state\ndata: " + _encoder.encode(payload) + b"\n\n"

@@ -155,5 +155,7 @@ class EventParser {
 
 /** Stream statuses after which no media will come. */
 export const FINAL_STREAM_STATUSES = new Set(["UNPUBLISHED", "STOPPED", "FAILED"]);
+/** Recording statuses after which no file is written any more. */
+export const FINAL_RECORDING_STATUSES = new Set(["STOPPED", "FAILED"]);
 /** Call statuses after which the call is over. */
 export const FINAL_CALL_STATUSES = new Set(["BUSY", "FAILED", "FINISH"]);

@@ -1,10 +1,17 @@
-// The console: start calls and pushes, watch calls/streams/pushes/viewers live
-// from /events, hang up, play a stream (the player page in an iframe), graphs.
+// The console: start calls, pushes and recordings, watch calls/streams/pushes/
+// viewers/recordings live from /events, hang up, play a stream (the player page
+// in an iframe), graphs.
 //
 // Every value from the server goes into the page as text (textContent), never
 // as HTML: stream names and SIP reason phrases come from the outside world.
 
-import { FINAL_CALL_STATUSES, FINAL_STREAM_STATUSES, readEvents, restCall } from "./api.js";
+import {
+  FINAL_CALL_STATUSES,
+  FINAL_RECORDING_STATUSES,
+  FINAL_STREAM_STATUSES,
+  readEvents,
+  restCall,
+} from "./api.js";
 import { StreamGraphs } from "./graphs.js";
 
 const $ = (id) => document.getElementById(id);
@@ -57,6 +64,37 @@ $("push-form").addEventListener("submit", async (event) => {
     showResult($("push-result"), true, `push ${push.mediaSessionId}: ${push.status}`);
   } catch (error) {
     showResult($("push-result"), false, error.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+/** The /stream/startRecording body: `config` only with what the user filled in. */
+function recordingBody(name, fileTemplate, rotation) {
+  const body = { name };
+  const config = {};
+  if (fileTemplate) config.fileTemplate = fileTemplate;
+  if (rotation) config.rotation = rotation;
+  if (Object.keys(config).length) body.config = config;
+  return body;
+}
+
+$("recording-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const button = $("start-recording");
+  button.disabled = true;
+  try {
+    const recording = await restCall(
+      "stream/startRecording",
+      recordingBody(
+        $("recording-name").value.trim(),
+        $("recording-fileTemplate").value.trim(),
+        $("recording-rotation").value.trim(),
+      ),
+    );
+    showResult($("recording-result"), true, `recording of ${recording.streamName}: ${recording.status}`);
+  } catch (error) {
+    showResult($("recording-result"), false, error.message);
   } finally {
     button.disabled = false;
   }
@@ -169,6 +207,9 @@ function tracksText(tracks) {
     .join(", ");
 }
 
+// The live recording of each stream (by the stream's mediaSessionId), from the last state.
+let liveRecordings = new Map();
+
 function streamRow(stream) {
   const playButton = button("Play", "play", () => play(stream.name));
   playButton.dataset.stream = stream.name;
@@ -176,10 +217,18 @@ function streamRow(stream) {
     $("push-streamName").value = stream.name;
     $("push-rtmpUrl").focus();
   });
-  const stopButton = button("Stop", "stop-stream", () =>
-    act("stream/terminate", { mediaSessionId: stream.mediaSessionId }, $("push-result")),
+  const key = { mediaSessionId: stream.mediaSessionId };
+  // Start or stop recording: what it does is decided when clicked, from the last state.
+  const recordButton = button("Record", "record", () =>
+    liveRecordings.has(stream.mediaSessionId)
+      ? act("stream/stopRecording", key, $("recording-result"))
+      : act("stream/startRecording", key, $("recording-result")),
   );
-  const { row, set } = textRow(5, playButton, pushButton, stopButton);
+  recordButton.dataset.stream = stream.name;
+  const stopButton = button("Stop", "stop-stream", () =>
+    act("stream/terminate", key, $("push-result")),
+  );
+  const { row, set } = textRow(5, playButton, pushButton, recordButton, stopButton);
   return {
     row,
     update(s) {
@@ -187,8 +236,12 @@ function streamRow(stream) {
       set([s.name, s.status, tracksText(s.tracks), offset, s.subscribers]);
       row.dataset.status = s.status;
       const ended = FINAL_STREAM_STATUSES.has(s.status);
+      const recording = liveRecordings.has(s.mediaSessionId);
+      row.dataset.recording = recording ? "true" : "false";
+      recordButton.textContent = recording ? "Stop recording" : "Record";
       playButton.disabled = ended;
       pushButton.disabled = ended;
+      recordButton.disabled = ended && !recording;
       stopButton.disabled = ended;
     },
   };
@@ -238,6 +291,40 @@ function viewerRow() {
   };
 }
 
+/** Finished files, one per line: "name (12.3 s)", or the file's error. */
+function filesText(files) {
+  return files
+    .map((f) => (f.error ? `${f.fileName} (${f.error})` : `${f.fileName} (${f.duration.toFixed(1)} s)`))
+    .join("\n");
+}
+
+function recordingRow(recording) {
+  const stopButton = button("Stop", "stop-recording", () =>
+    act("stream/stopRecording", { mediaSessionId: recording.mediaSessionId }, $("recording-result")),
+  );
+  stopButton.dataset.recordingId = recording.recordingId;
+  const { row, set } = textRow(8, stopButton);
+  row.cells[4].className = "files";
+  return {
+    row,
+    update(r) {
+      const final = FINAL_RECORDING_STATUSES.has(r.status);
+      set([
+        r.streamName,
+        r.status,
+        r.info,
+        final ? "" : r.fileName,
+        filesText(r.files),
+        r.framesWritten,
+        r.bytesWritten,
+        r.dropped,
+      ]);
+      row.dataset.status = r.status;
+      stopButton.disabled = final;
+    },
+  };
+}
+
 // --------------------------------------------------------------------------- graphs
 
 const graphs = new Map(); // stream mediaSessionId -> StreamGraphs
@@ -271,10 +358,17 @@ window.sipbridgeConsole = console_;
 function render(state) {
   console_.state = state;
   console_.events += 1;
+  const recordings = state.recordings || [];
+  liveRecordings = new Map(
+    recordings
+      .filter((r) => !FINAL_RECORDING_STATUSES.has(r.status))
+      .map((r) => [r.mediaSessionId, r]),
+  );
   syncTable($("calls"), state.calls, (c) => c.callId, callRow);
   syncTable($("streams"), state.streams, (s) => s.mediaSessionId, streamRow);
   syncTable($("pushes"), state.pushes, (p) => p.mediaSessionId, pushRow);
   syncTable($("viewers"), state.viewers, (v) => v.sessionId, viewerRow);
+  syncTable($("recordings"), recordings, (r) => r.recordingId, recordingRow);
   updateGraphs(state.streams, state.time);
 }
 

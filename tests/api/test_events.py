@@ -24,8 +24,10 @@ from rtmp.pusher import PushStatus
 from sipbridge.api.app import create_app
 from sipbridge.api.events import KEEPALIVE, EventFeed
 from sipbridge.callinfo import CallStatus
+from sipbridge.recording import RecordingFileInfo, RecordingStatus
 from sipbridge.service import GatewayServer
 from tests.api.fakes import FakeGateway, FakePushes, FakeStreams
+from tests.api.test_recordings import FakeRecordings, info
 from tests.api.test_whep import FakeViewerInfo, FakeViewers
 
 TOKEN = "t0ken-for-events"
@@ -116,11 +118,22 @@ def viewers() -> FakeViewers:
 
 
 @pytest.fixture
+def recordings() -> FakeRecordings:
+    return FakeRecordings()
+
+
+@pytest.fixture
 def app(
-    gateway: FakeGateway, streams: FakeStreams, pushes: FakePushes, viewers: FakeViewers
+    gateway: FakeGateway,
+    streams: FakeStreams,
+    pushes: FakePushes,
+    viewers: FakeViewers,
+    recordings: FakeRecordings,
 ) -> Starlette:
     gateway.add_call("c1", CallStatus.ESTABLISHED, streamName="stream1")
-    return create_app(gateway, streams=streams, pushes=pushes, viewers=viewers)
+    return create_app(
+        gateway, streams=streams, pushes=pushes, viewers=viewers, recordings=recordings
+    )
 
 
 def headers_of(start: Message) -> dict[str, str]:
@@ -147,7 +160,7 @@ async def test_first_state_event_comes_at_once(app: Starlette, pushes: FakePushe
     assert (await client.chunk())["body"] == b"retry: 2000\n\n"
     kind, state = await client.event()
     assert kind == "state"
-    assert set(state) == {"calls", "streams", "pushes", "viewers", "time"}
+    assert set(state) == {"calls", "streams", "pushes", "viewers", "recordings", "time"}
     assert [c["callId"] for c in state["calls"]] == ["c1"]
     assert state["calls"][0]["status"] == "ESTABLISHED"
     assert state["streams"][0]["name"] == "stream1"
@@ -168,7 +181,54 @@ async def test_first_state_event_comes_at_once(app: Starlette, pushes: FakePushe
             "keyframeRequests": 0,
         }
     ]
+    assert state["recordings"] == []
     assert isinstance(state["time"], int) and state["time"] > 1_600_000_000_000
+    await client.disconnect()
+
+
+async def test_state_lists_the_recordings_with_their_files(
+    app: Starlette, recordings: FakeRecordings
+) -> None:
+    finished = RecordingFileInfo(
+        file_name="stream1-1700000000000-1700000002000.mkv",
+        start_time=1_700_000_000_000,
+        end_time=1_700_000_002_000,
+        duration=2.0,
+        bytes=123_456,
+        finished=True,
+        error=None,
+    )
+    recordings.recordings.append(
+        info(
+            status=RecordingStatus.RECORDING,
+            file_name="stream1-1700000002000-partial.mkv",
+            files=[finished],
+            frames_written=150,
+        )
+    )
+    client = FeedClient(app)
+    await client.start()
+    _, state = await client.event()
+    [recording] = state["recordings"]
+    assert recording["recordingId"] == "rec-1"
+    assert recording["mediaSessionId"] == "msid-1"
+    assert recording["streamName"] == "stream1"
+    assert recording["status"] == "RECORDING"
+    assert recording["fileName"] == "stream1-1700000002000-partial.mkv"
+    assert recording["framesWritten"] == 150
+    assert recording["files"] == [
+        {
+            "fileName": "stream1-1700000000000-1700000002000.mkv",
+            "startTime": 1_700_000_000_000,
+            "endTime": 1_700_000_002_000,
+            "duration": 2.0,
+            "bytes": 123_456,
+            "finished": True,
+            "error": None,
+        }
+    ]
+    # Without a recording manager the list is there and empty.
+    assert json.loads(EventFeed(FakeGateway()).state().split(b"data: ", 1)[1])["recordings"] == []
     await client.disconnect()
 
 
