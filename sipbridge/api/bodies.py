@@ -14,7 +14,10 @@ lenient fields are therefore typed ``object`` in the Structs and converted by
 the accepted forms; an empty string means "absent" for every optional field.
 
 :func:`decode_body` turns msgspec's errors into :class:`InvalidRequest` with the
-offending top-level field in ``field`` and ``"<field>: <reason>"`` as message.
+offending field in ``field`` and ``"<field>: <reason>"`` as message. A field
+inside a nested object or array is named by its path from the body, dotted:
+``config.fileTemplate``, ``items[1].name`` (msgspec says ``unknown field
+`template` - at `$.config``; we say ``config.template: unknown field``).
 No message ever quotes the value of ``sipPassword``: msgspec's own texts
 never quote string values, and the lenient converters never see the password.
 """
@@ -186,10 +189,15 @@ STREAM_KEY_DECODER: Final = msgspec.json.Decoder(StreamKeyBody)
 T = TypeVar("T")
 
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
-_AT_PATH_RE: Final = re.compile(r"^(?P<reason>.*) - at `\$(?P<path>.*)`$", re.DOTALL)
+# msgspec appends " - at `$<path>`" for errors below the top level. The path is made of
+# our own (camelCase) field names, indices and "[...]" for dict values: never a backtick,
+# which keeps a client's field name containing " - at `$" from passing for a path.
+_AT_PATH_RE: Final = re.compile(
+    r"^(?P<reason>.*) - at `\$(?P<path>(?:\.[A-Za-z_][A-Za-z0-9_]*|\[(?:\d+|\.\.\.)\])+)`$",
+    re.DOTALL,
+)
 _UNKNOWN_RE: Final = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL)
 _MISSING_RE: Final = re.compile(r"^Object missing required field `(?P<name>.*)`$", re.DOTALL)
-_TOP_FIELD_RE: Final = re.compile(r"^\.(?P<name>[^.\[]+)")
 
 
 def decode_body(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
@@ -216,22 +224,31 @@ def decode_body(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
 
 
 def _explain_validation_error(text: str) -> tuple[str, str | None]:
-    """``("<field>: <reason>", field)`` from a msgspec ValidationError text."""
-    if match := _UNKNOWN_RE.match(text):
-        name = _clip(match["name"])
-        return f"{name}: unknown field", name
-    if match := _MISSING_RE.match(text):
-        name = match["name"]
-        return f"{name}: required field is missing", name
-    reason, field = text, None
-    if match := _AT_PATH_RE.match(text):
-        reason = match["reason"]
-        if top := _TOP_FIELD_RE.match(match["path"]):
-            field = top["name"]
-    reason = _lower_first(reason)
-    if field is None:
-        return f"request body: {reason}", None
-    return f"{field}: {reason}", field
+    """``("<field>: <reason>", field)`` from a msgspec ValidationError text; ``field`` is
+    the dotted path of the offending field (module doc), ``None`` for the body itself."""
+    nested = _AT_PATH_RE.match(text)
+    if nested is not None:
+        where = nested["path"].removeprefix(".")
+        if explained := _explain_object_error(nested["reason"], f"{where}."):
+            return explained
+    # Tried second: a top-level unknown field may itself contain " - at `$.x`".
+    if explained := _explain_object_error(text, ""):
+        return explained
+    if nested is None:
+        return f"request body: {_lower_first(text)}", None
+    field = nested["path"].removeprefix(".")
+    return f"{field}: {_lower_first(nested['reason'])}", field
+
+
+def _explain_object_error(reason: str, prefix: str) -> tuple[str, str] | None:
+    """An unknown or missing field of the object at ``prefix`` (``""``: the body)."""
+    if match := _UNKNOWN_RE.match(reason):
+        field = prefix + _clip(match["name"])
+        return f"{field}: unknown field", field
+    if match := _MISSING_RE.match(reason):
+        field = prefix + match["name"]
+        return f"{field}: required field is missing", field
+    return None
 
 
 def _lower_first(text: str) -> str:
