@@ -1,4 +1,4 @@
-"""One WHEP viewer: an aiortc RTCPeerConnection fed from one registry subscription.
+"""One WHEP viewer: an aiortc RTCPeerConnection fed by its stream's fan-out.
 
 Theory of operation
 -------------------
@@ -17,24 +17,28 @@ the transport of the offer's first one.
 1. waits for the connection (ICE + DTLS) to come up, at most
    ``connect_timeout`` seconds (then the session ends ``failed``), ending
    early when the stream ends;
-2. subscribes to the stream only then (``from_gop=True``: it starts on the
-   cached GOP, else the stream is asked for a keyframe), so a viewer that
-   never connects never fills a queue nor asks the phone for keyframes;
-3. pumps: each frame is admitted by the viewer's
-   :class:`~webrtc.schedule.ViewerSchedule`, waited for until it is due, then
-   handed to its kind's track, whose sender packetizes and sends it.
+2. joins the stream's :class:`~webrtc.fanout.StreamFanout` only then, as a
+   :class:`~webrtc.fanout.ViewerFeed` with its own
+   :class:`~webrtc.schedule.ViewerSchedule`, so a viewer that never connects
+   never fills a queue nor asks the phone for keyframes. It starts on the
+   cached GOP, else the stream is asked for a keyframe;
+3. then only waits: the fan-out admits every frame on the viewer's schedule
+   and pushes it to its kind's track, whose sender takes it when due (woken
+   by the fan-out's shared timer), packetizes and sends it. No task of the
+   viewer's runs per frame.
 
-The pump holds at most one frame: the subscription (``viewer_queue_frames``)
-is the viewer's bounded queue. A viewer whose senders stop reading makes its
-pump wait, its subscription overflows and drops (video up to the next
-keyframe); ``Stream.publish`` never waits, so the call and other viewers go on.
+The viewer's bounded queue (``viewer_queue_frames``) is what its tracks hold.
+A viewer whose senders stop reading fills it and then loses frames (video up
+to the next keyframe); nothing waits on it, so the call and other viewers go
+on. When the stream ends the viewer plays out what it holds (at most until
+the last frame is stale), then ends ``closed``.
 
 PLI/FIR from the browser reach ``stream.request_keyframe()`` through
 :func:`~webrtc.tracks.hook_keyframe_requests` (the stream rate-limits them).
 
 The session ends (:meth:`close`) on DELETE, on ICE/DTLS ``failed`` or
 ``closed``, on the connect timeout, and when the stream ends; ending closes
-the peer connection (its sockets, its sender tasks), the subscription and the
+the peer connection (its sockets, its sender tasks), its place in the fan-out and the
 task, then calls ``on_closed``.
 """
 
@@ -52,9 +56,10 @@ from aiortc.exceptions import InternalError, InvalidStateError, OperationError
 
 from rtp.frame import MediaKind
 from sipbridge.errors import InvalidRequest
-from sipbridge.registry import Stream, StreamEnded, Subscription
+from sipbridge.registry import Stream, StreamEnded
 from webrtc.codecs import CodecChoice, choose_codecs, parse_offer
 from webrtc.config import WebRtcConfig
+from webrtc.fanout import StreamFanouts, ViewerFeed
 from webrtc.ice import host_addresses
 from webrtc.schedule import ViewerSchedule
 from webrtc.tracks import PassthroughTrack, hook_keyframe_requests
@@ -73,7 +78,9 @@ class ViewerSession:
     """One viewer of one stream (see the module docstring).
 
     ``state``: ``"new"``, ``"connecting"``, ``"connected"`` while open, then
-    ``"closed"`` or ``"failed"``. ``created_at`` is Unix seconds.
+    ``"closed"`` or ``"failed"``. ``created_at`` is Unix seconds. ``fanouts`` is
+    the gateway's table of stream fan-outs (shared by every session); without
+    one the session uses a fan-out of its own.
     """
 
     def __init__(
@@ -83,6 +90,7 @@ class ViewerSession:
         *,
         on_closed: Callable[[ViewerSession], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        fanouts: StreamFanouts | None = None,
     ) -> None:
         self.session_id = str(uuid.uuid4())
         self.stream = stream
@@ -94,12 +102,16 @@ class ViewerSession:
         self.choices: dict[MediaKind, CodecChoice] = {}
         self.tracks: dict[MediaKind, PassthroughTrack] = {}
         self.schedule: ViewerSchedule | None = None
-        self.subscription: Subscription | None = None
+        #: The viewer's bounded queue, once connected.
+        self.feed: ViewerFeed | None = None
         self.pc: RTCPeerConnection | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing: asyncio.Future[None] | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        if fanouts is None:
+            fanouts = StreamFanouts(queue_frames=config.viewer_queue_frames)
+        self._fanouts = fanouts
 
     def __repr__(self) -> str:
         return f"ViewerSession({self.session_id}, {self.stream.name!r}, {self.state})"
@@ -109,11 +121,15 @@ class ViewerSession:
         return self._closing is not None
 
     @property
+    def subscription(self) -> ViewerFeed | None:
+        """The viewer's bounded queue (``dropped``, ``len()``); kept under this name for
+        the callers of the former per-viewer subscription (the benchmark's counters)."""
+        return self.feed
+
+    @property
     def dropped(self) -> int:
-        """Frames this viewer lost: subscription overflow plus schedule drops."""
-        subscription = self.subscription.dropped if self.subscription is not None else 0
-        schedule = self.schedule.dropped if self.schedule is not None else 0
-        return subscription + schedule
+        """Frames this viewer lost: queue overflow, stale at release, wrong codec."""
+        return self.schedule.dropped if self.schedule is not None else 0
 
     def frames_sent(self, kind: MediaKind) -> int:
         track = self.tracks.get(kind)
@@ -183,24 +199,44 @@ class ViewerSession:
         await self.close(end)
 
     async def _serve(self) -> str:
-        """Wait for the connection, then pump; the state the session ends in."""
+        """Wait for the connection, join the stream's fan-out, wait for the end; the state
+        the session ends in."""
         try:
             if not await self._wait_connected():
                 return "closed" if self.stream.status.is_final else "failed"
+            schedule = ViewerSchedule({k: c.codec for k, c in self.choices.items()})
+            feed = ViewerFeed(
+                schedule,
+                self.tracks,
+                max_queue=self.config.viewer_queue_frames,
+                request_keyframe=self.stream.request_keyframe,
+            )
+            self.schedule, self.feed = schedule, feed
             try:
-                self.subscription = self.stream.subscribe(
-                    max_queue=self.config.viewer_queue_frames, from_gop=True
-                )
+                self._fanouts.join(self.stream, feed)
             except StreamEnded:
                 return "closed"
-            self.schedule = ViewerSchedule({k: c.codec for k, c in self.choices.items()})
-            await self._pump(self.subscription, self.schedule)
-            return "closed"
+            end = await feed.ended
+            if end == "closed":
+                await self._play_out(feed)
+            return end
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("whep %s: viewer task failed", self.session_id)
             return "failed"
+
+    async def _play_out(self, feed: ViewerFeed) -> None:
+        """After the stream ended: let the senders take what the tracks still hold, until
+        the last of it would be stale anyway."""
+        loop = asyncio.get_running_loop()
+        assert self.schedule is not None
+        deadline = loop.time() + self.schedule.max_late
+        for track in self.tracks.values():
+            if track.queued:
+                deadline = max(deadline, track.last_due + self.schedule.max_late)
+        while len(feed) and loop.time() < deadline:
+            await asyncio.sleep(STREAM_POLL / 5)
 
     async def _wait_connected(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -220,20 +256,6 @@ class ViewerSession:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), min(remaining, STREAM_POLL))
         return True
-
-    async def _pump(self, subscription: Subscription, schedule: ViewerSchedule) -> None:
-        loop = asyncio.get_running_loop()
-        async for frame in subscription:
-            due = schedule.admit(frame, loop.time())
-            if schedule.keyframe_wanted:
-                schedule.keyframe_wanted = False
-                self.stream.request_keyframe()
-            if due is None:
-                continue
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await self.tracks[frame.kind].put(frame)
 
     # -- aiortc callbacks ---------------------------------------------------------------------
     def _on_connection_state(self) -> None:
@@ -257,7 +279,7 @@ class ViewerSession:
 
     # -- closing ---------------------------------------------------------------------------
     async def close(self, state: str = "closed") -> None:
-        """End the session: task cancelled, subscription closed, peer connection closed,
+        """End the session: task cancelled, fan-out left, peer connection closed,
         then ``on_closed(self)``. Idempotent; concurrent callers all wait for the end."""
         if self._closing is not None:
             await asyncio.shield(self._closing)
@@ -270,8 +292,8 @@ class ViewerSession:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if self.subscription is not None:
-                self.subscription.close()
+            if self.feed is not None:
+                self.feed.leave()
             for track in self.tracks.values():
                 track.stop()
             if self.pc is not None:

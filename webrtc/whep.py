@@ -27,6 +27,7 @@ from rtp.frame import MediaKind
 from sipbridge.errors import Conflict, NotFound
 from sipbridge.registry import Stream, StreamRegistry
 from webrtc.config import WebRtcConfig
+from webrtc.fanout import StreamFanouts
 from webrtc.ice import install as install_ice_patch
 from webrtc.session import ViewerSession
 
@@ -107,6 +108,8 @@ class WhepSessions:
         # Viewers being negotiated, by stream name: they count against the limits.
         self._pending: Counter[str] = Counter()
         self._closed = False
+        # One fan-out per stream with viewers: one reader, one timer, one packet per frame.
+        self._fanouts = StreamFanouts(queue_frames=config.viewer_queue_frames)
         install_ice_patch()
 
     def __len__(self) -> int:
@@ -128,7 +131,9 @@ class WhepSessions:
         self._pending[stream_name] += 1
         try:
             codecs = await self._wait_codecs(stream)
-            session = ViewerSession(stream, self.config, on_closed=self._forget)
+            session = ViewerSession(
+                stream, self.config, on_closed=self._forget, fanouts=self._fanouts
+            )
             sdp = await session.negotiate(offer_sdp, codecs)
             if self._closed or stream.status.is_final:
                 await session.close("closed")
@@ -176,6 +181,7 @@ class WhepSessions:
         if sessions:
             await asyncio.gather(*(s.close("closed") for s in sessions), return_exceptions=True)
         self._sessions.clear()
+        await self._fanouts.close()
 
     # -- internals -------------------------------------------------------------------------
     def _live_stream(self, stream_name: str) -> Stream:

@@ -122,18 +122,20 @@ async def test_video_and_audio_leave_on_one_schedule(
     publisher = Publisher(registry, clip)
     await asyncio.sleep(0.2)
     player = Player()
-    sent: list[tuple[str, float, float]] = []  # (kind, pts, monotonic time handed to aiortc)
+    sent: list[tuple[str, float, float]] = []  # (kind, pts, monotonic time aiortc took it)
     try:
         answer = await player.play(whep, "cam")
         session = _session(whep, answer.session_id)
         for track in session.tracks.values():
-            original = track.put
+            original = track.recv
 
-            async def put(frame, original=original):  # type: ignore[no-untyped-def]
-                sent.append((frame.kind, frame.pts, time.monotonic()))
-                await original(frame)
+            # Hooked where aiortc's sender takes each packet (the moment it is released).
+            async def recv(original=original, track=track):  # type: ignore[no-untyped-def]
+                packet = await original()
+                sent.append((track.kind, packet.pts / track.clock_rate, time.monotonic()))
+                return packet
 
-            track.put = put  # type: ignore[method-assign]
+            track.recv = recv  # type: ignore[method-assign]
         assert await wait_until(lambda: len(sent) >= 150, timeout=10)
         # Every frame's release time minus its pts is the same for both kinds (the anchor).
         offsets = [at - pts for _, pts, at in sent]

@@ -14,7 +14,13 @@ from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from rtp.frame import MediaFrame
 from tests.webrtc.media import Clip
-from webrtc.tracks import PassthroughTrack, hook_keyframe_requests
+from webrtc.tracks import (
+    DUE_EPSILON,
+    PassthroughTrack,
+    ReleaseTimer,
+    hook_keyframe_requests,
+    make_packet,
+)
 
 
 def frame(kind: str, codec: str, rate: int, payload: bytes, pts: float) -> MediaFrame:
@@ -94,3 +100,69 @@ async def test_pli_and_fir_reach_the_hook(fmt: int) -> None:
     hook_keyframe_requests(sender, lambda: requests.append(fmt))
     await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=fmt, ssrc=1, media_ssrc=sender._ssrc))
     assert requests == [fmt]
+
+
+async def test_recv_waits_for_the_due_time_and_a_gate_can_drop() -> None:
+    loop = asyncio.get_running_loop()
+    track = PassthroughTrack("audio", 8000)
+    track.attach(ReleaseTimer(), lambda kind, due, key, now: key)  # drops non-"key" frames
+    packets = [
+        make_packet(frame("audio", "PCMU", 8000, b"\xff", 1.0 + i / 50), 8000) for i in range(3)
+    ]
+    start = loop.time()
+    track.push(start + 0.03, (packets[0], False, 1))  # the gate drops this one
+    track.push(start + 0.03, (packets[1], True, 1))
+    track.push(start + 0.05, (packets[2], True, 1))
+    assert track.last_due == pytest.approx(start + 0.05)
+    assert await track.recv() is packets[1]
+    assert loop.time() >= start + 0.03 - DUE_EPSILON
+    assert await track.recv() is packets[2]
+    assert loop.time() >= start + 0.05 - DUE_EPSILON
+    assert (track.frames_sent, track.bytes_sent, track.queued) == (2, 2, 0)
+
+
+async def test_the_timer_wakes_a_bounded_slice_of_senders_per_loop_turn() -> None:
+    """Senders due at once are woken SLICE-wise, one slice per turn of the loop, so the
+    loop polls its sockets between slices."""
+    loop = asyncio.get_running_loop()
+    timer = ReleaseTimer(slice_packets=3)
+    tracks = [PassthroughTrack("audio", 8000) for _ in range(10)]
+    turns = 0
+
+    def count_turns() -> None:
+        nonlocal turns
+        turns += 1
+        if len(taken) < len(tracks):
+            loop.call_soon(count_turns)
+
+    taken: list[int] = []  # the loop turn in which each sender got its packet
+
+    async def sender(track: PassthroughTrack) -> None:
+        await track.recv()
+        taken.append(turns)
+
+    for track in tracks:
+        track.attach(timer)
+    senders = [asyncio.create_task(sender(t)) for t in tracks]
+    await asyncio.sleep(0)  # every sender waits in recv()
+    packet = make_packet(frame("audio", "PCMU", 8000, b"\xff" * 160, 1.0), 8000)
+    due = loop.time() + 0.01
+    for track in tracks:
+        track.push(due, (packet, True, 160))  # one shared packet
+    loop.call_soon(count_turns)
+    await asyncio.wait_for(asyncio.gather(*senders), 2.0)
+    per_turn = [taken.count(t) for t in sorted(set(taken))]
+    assert sum(per_turn) == 10 and max(per_turn) <= 3
+    assert len(per_turn) >= 4
+    assert timer.wakeups == 10 and timer.slices >= 3
+
+
+async def test_a_shared_packet_is_left_intact_by_aiortcs_packers(clip: Clip) -> None:
+    keyframe = clip.video[0]
+    packet = make_packet(keyframe, 90000)
+    params = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
+    first = get_encoder(params).pack(packet)
+    second = get_encoder(params).pack(packet)
+    assert first == second
+    assert bytes(packet) == keyframe.payload
+    assert packet.pts == round((keyframe.pts or 0.0) * 90000)
