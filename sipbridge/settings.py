@@ -37,12 +37,14 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_PREFIX",
     "SETTINGS_PATH_ENV",
+    "HooksSettings",
     "HttpSettings",
     "LogSettings",
     "OutboundProxy",
     "RecordSettings",
     "RtmpSettings",
     "RtpSettings",
+    "ServiceSettings",
     "Settings",
     "SettingsError",
     "SipSettings",
@@ -429,12 +431,71 @@ class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             )
 
 
+class HooksSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """REST hooks (``[hooks]``): CallStatusEvent / StreamStatusEvent POSTed to backends.
+
+    ``apps`` maps a call's ``appKey`` to its backend URL; WCS's event name is
+    appended (``<url>/CallStatusEvent``). ``default_url`` serves calls whose
+    appKey is absent or not listed (unset: those send nothing). Each POST may
+    take ``timeout`` seconds; a 5xx answer or a connection error is retried
+    ``retries`` times after ``retry_backoff`` seconds, doubled each time up to
+    ``retry_backoff_max``. At most ``queue_size`` events wait per backend; beyond
+    that the oldest is dropped (and counted), so a dead backend never slows a call.
+    """
+
+    apps: dict[str, str] = msgspec.field(default_factory=dict)
+    default_url: str | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0.0, le=300.0)] = 5.0
+    retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3
+    retry_backoff: Annotated[float, msgspec.Meta(ge=0.0, le=600.0)] = 0.5
+    retry_backoff_max: Annotated[float, msgspec.Meta(ge=0.0, le=3600.0)] = 10.0
+    queue_size: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    node_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.default_url == "":  # TOML has no null: an empty string means "unset"
+            self.default_url = None
+        for app_key, url in self.apps.items():
+            if not url.lower().startswith(("http://", "https://")):
+                raise _field_error(
+                    "apps", f"{app_key}: must be an http:// or https:// URL, got {url!r}"
+                )
+        default = self.default_url
+        if default is not None and not default.lower().startswith(("http://", "https://")):
+            raise _field_error(
+                "default_url", f"must be an http:// or https:// URL, got {default!r}"
+            )
+        if self.retry_backoff_max < self.retry_backoff:
+            raise _field_error(
+                "retry_backoff_max",
+                f"must be >= retry_backoff ({self.retry_backoff:g}), "
+                f"got {self.retry_backoff_max:g}",
+            )
+
+    def url_for(self, app_key: str | None) -> str | None:
+        """The backend URL for a call's ``appKey`` (``default_url`` when not listed)."""
+        if app_key is not None and app_key in self.apps:
+            return self.apps[app_key]
+        return self.default_url
+
+
 class LogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Logging (``[log]``); applied by :func:`sipbridge.logs.configure_logging`."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = False
     sip_trace: bool = False
+
+
+class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Running as a service (``[service]``; docs/operations.md).
+
+    ``stop_timeout``: the longest a stop may take, from SIGTERM to the process's
+    exit (seconds). Past it the service logs why and exits with status 1 instead
+    of hanging; keep systemd's ``TimeoutStopSec=`` above it.
+    """
+
+    stop_timeout: Annotated[float, msgspec.Meta(ge=2.0, le=3600.0)] = 20.0
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -446,7 +507,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rtmp: RtmpSettings = msgspec.field(default_factory=RtmpSettings)
     record: RecordSettings = msgspec.field(default_factory=RecordSettings)
     webrtc: WebRtcSettings = msgspec.field(default_factory=WebRtcSettings)
+    hooks: HooksSettings = msgspec.field(default_factory=HooksSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
 
 
 # --- error translation ----------------------------------------------------------------------
