@@ -13,10 +13,27 @@ plays streams to WebRTC viewers (WHEP); ``stop()`` closes every viewer.
 records streams to files: on request (``/stream/startRecording``) or, with
 ``[record] auto = true``, every call's stream from the moment it is reserved.
 
+Library use: ``call = gw.place_call(call_id=..., callee=..., ...)`` takes the
+fields of ``/call/startup`` (as :class:`~sipbridge.callinfo.CallRequest` names
+them) and returns the live :class:`~sipbridge.calls.Call` (``await
+call.established()``, ``call.events()``); ``gw.events()`` iterates every typed
+event (:mod:`sipbridge.events`): a ``CallStatusEvent`` per call status change,
+a ``StreamStatusEvent`` per stream status change. ``gateway.hooks`` (a
+:class:`~sipbridge.hooks.HookSender`) POSTs those events to the backend of the
+call's appKey (``[hooks]``); the REST layer's ``/events`` feed relays them too.
+See docs/library.md.
+
+Stream status changes are seen two ways: at once where the gateway makes them
+(reservation, the call's end, ``/stream/terminate``), and by a look at every
+stream each :attr:`Gateway.stream_watch_interval` seconds for the one the media
+path makes (``PUBLISHING`` on the first frame), as the registry has no listener.
+
 ``stop()`` (SIGTERM) finishes in this order: every recording first (its files
 get their trailer and final name while the streams still flow), then every
 call is hung up (its stream ends, its pushes stop), then the WebRTC viewers,
-the remaining pushes and the SIP endpoint.
+the remaining pushes and the SIP endpoint; then the event bus is closed (every
+``events()`` iterator ends) and the hooks get ``hooks_drain_timeout`` seconds to
+deliver what they hold.
 """
 
 from __future__ import annotations
@@ -28,20 +45,24 @@ import logging
 import secrets
 import socket
 import time
+import uuid
 from types import TracebackType
+from typing import Any
 
 from rtp.dtmf import DIGITS as DTMF_DIGITS
 from sipbridge.call_media import CallMediaLink, expects_media
 from sipbridge.callinfo import CallInfo, CallRequest, CallStatus
 from sipbridge.calls import Call
 from sipbridge.errors import Conflict, InvalidRequest, NotFound, NotSupported
+from sipbridge.events import EventBus, EventSubscription, stream_status_event
+from sipbridge.hooks import HookSender
 from sipbridge.logs import register_secret
 from sipbridge.ports import PortRangeExhausted, RtpPortAllocator
 from sipbridge.pushes import PushManager, call_push_target, is_rtmp_url, rtmp_target_url
 from sipbridge.recording import RecordingManager
 from sipbridge.registry import Stream, StreamRegistry, StreamStatus
 from sipbridge.settings import Settings, parse_outbound_proxy
-from sipbridge.signaling import SipEndpoint
+from sipbridge.signaling import SipCounters, SipEndpoint
 from sipbridge.sip.account import SipAccount
 from sipbridge.sip.address import SipParseError, Target, format_host
 from sipbridge.sip.invite import CallTimers, OutboundCall, callee_uri
@@ -63,6 +84,10 @@ class Gateway:
     finished_call_retention = 300.0
     #: How long to wait for a REGISTER (and the un-REGISTER at the end).
     register_timeout = 32.0
+    #: How often streams are looked at for status changes made by the media path (s).
+    stream_watch_interval = 0.1
+    #: How long ``stop()`` lets the hooks deliver the last events (s).
+    hooks_drain_timeout = 2.0
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -76,6 +101,13 @@ class Gateway:
         self._ports = RtpPortAllocator(self._media_bind_host(), rtp.port_min, rtp.port_max)
         self._started = False
         self._background: set[asyncio.Future[CallInfo]] = set()
+        hooks = self.settings.hooks
+        #: Every typed event (:mod:`sipbridge.events`); ``events()`` subscribes to it.
+        self.event_bus = EventBus(node_id=hooks.node_id or socket.gethostname())
+        self.hooks = HookSender(self.event_bus, hooks)
+        # Last status published per stream (media session id).
+        self._stream_seen: dict[str, StreamStatus] = {}
+        self._stream_watch: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -83,6 +115,9 @@ class Gateway:
             return
         await self._endpoint.start()
         self._endpoint.set_trace(self.settings.log.sip_trace)
+        self.event_bus.open()
+        await self.hooks.start()
+        self._stream_watch = asyncio.create_task(self._watch_streams(), name="stream-watch")
         self._started = True
 
     async def stop(self, *, timeout: float = 5.0) -> None:
@@ -108,6 +143,14 @@ class Gateway:
         await self.webrtc.close()
         await self.pushes.stop_all()
         await self._endpoint.stop()
+        if self._stream_watch is not None:
+            self._stream_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stream_watch
+            self._stream_watch = None
+        self._observe_streams()
+        self.event_bus.close()
+        await self.hooks.stop(drain_timeout=self.hooks_drain_timeout)
         self._started = False
 
     async def __aenter__(self) -> Gateway:
@@ -126,14 +169,47 @@ class Gateway:
     def sip_port(self) -> int:
         return self._endpoint.local_port
 
-    # -- calls -----------------------------------------------------------------------
-    async def start_call(self, request: CallRequest) -> CallInfo:
-        """Place an outbound call; returns at once, the call proceeds (``/call/startup``)."""
-        call = self.place_call(request)
-        return call.snapshot()
+    @property
+    def sip_counters(self) -> SipCounters:
+        """What crossed the SIP endpoint: messages and client transactions (for metrics)."""
+        return self._endpoint.counters
 
-    def place_call(self, request: CallRequest) -> Call:
-        """Like :meth:`start_call` but returns the live :class:`Call` (library use)."""
+    # -- events -----------------------------------------------------------------------
+    def events(
+        self, *, max_queue: int | None = None, call_id: str | None = None
+    ) -> EventSubscription:
+        """Every event from now on (only ``call_id``'s when given): ``async for event in
+        gw.events()``. Ends when the gateway stops; ``close()`` it to stop earlier.
+
+        Its queue holds ``max_queue`` events (default 1000); a reader that falls
+        further behind loses the oldest (``dropped`` counts them), never slows a call.
+        """
+        return self.event_bus.subscribe(max_queue=max_queue, call_id=call_id)
+
+    # -- calls -----------------------------------------------------------------------
+    async def start_call(self, request: CallRequest | None = None, /, **fields: Any) -> Call:
+        """Place an outbound call (``/call/startup``); returns the live :class:`Call` at
+        once while the call proceeds: ``await call.established()`` waits for the answer.
+
+        Takes a :class:`CallRequest` or its fields as keywords, as :meth:`place_call`.
+        """
+        return self.place_call(request, **fields)
+
+    def place_call(self, request: CallRequest | None = None, /, **fields: Any) -> Call:
+        """:meth:`start_call` without the ``await``: returns the live :class:`Call`.
+
+        Give a :class:`CallRequest`, or its fields as keywords (those of
+        ``/call/startup`` in snake case: ``callee="bob", sip_domain=...``); a missing
+        ``call_id`` gets a random UUID. Raises as :meth:`start_call` does.
+        """
+        if request is None:
+            fields.setdefault("call_id", str(uuid.uuid4()))
+            try:
+                request = CallRequest(**fields)
+            except TypeError as exc:
+                raise InvalidRequest(f"bad call field: {exc}") from None
+        elif fields:
+            raise InvalidRequest("give a CallRequest or keyword fields, not both")
         if not self._started:
             raise NotSupported("the gateway is not started")
         self._forget_old_calls()
@@ -170,12 +246,19 @@ class Gateway:
         if request.sip_password:
             register_secret(request.sip_password)
         domain = request.sip_domain or self.settings.sip.default_domain
-        call = Call(request, caller=f"{request.sip_login}@{domain}", stream_name=stream_name)
+        call = Call(
+            request,
+            caller=f"{request.sip_login}@{domain}",
+            stream_name=stream_name,
+            bus=self.event_bus,
+        )
         call.stream = stream
         if push_target is not None:
             call.rtmp_url = push_target.rtmp_url
         self._calls[request.call_id] = call
         call.task = asyncio.create_task(self._run_call(call), name=f"call-{request.call_id}")
+        self.event_bus.publish(call.status_event())  # NEW: the call exists
+        self._observe_streams()  # its stream is PENDING
         # [record] auto: recorded from the reservation, so the first keyframe is in the file.
         self.recordings.stream_published(stream)
         return call
@@ -288,6 +371,7 @@ class Gateway:
 
     def _on_stream_terminated(self, stream: Stream) -> None:
         """``/stream/terminate`` of a call's stream hangs the call up."""
+        self._observe_streams()  # STOPPED
         call = self._calls.get(stream.call_id or "")
         if call is not None and not call.is_final:
             task = asyncio.ensure_future(self.terminate_call(call.call_id))
@@ -330,6 +414,36 @@ class Gateway:
         call.media_changed = False
         await link.start()
         link.set_expect_media(expects_media(call.negotiated))
+
+    async def _watch_streams(self) -> None:
+        while True:
+            await asyncio.sleep(self.stream_watch_interval)
+            try:
+                self._observe_streams()
+            except Exception:
+                log.exception("stream watch failed")
+
+    def _observe_streams(self) -> None:
+        """Publish a ``StreamStatusEvent`` for each stream whose status changed since the
+        last look (module docstring: why this looks rather than listens)."""
+        streams = self.streams.all()
+        live = {s.media_session_id for s in streams}
+        for stream in streams:
+            if self._stream_seen.get(stream.media_session_id) is stream.status:
+                continue
+            self._stream_seen[stream.media_session_id] = stream.status
+            call = self._calls.get(stream.call_id or "")
+            failed = stream.status is StreamStatus.FAILED
+            self.event_bus.publish(
+                stream_status_event(
+                    stream,
+                    node_id=self.event_bus.node_id,
+                    app_key=call.request.app_key if call is not None else None,
+                    info=call.info if call is not None and failed else None,
+                )
+            )
+        for gone in [key for key in self._stream_seen if key not in live]:
+            del self._stream_seen[gone]
 
     def _forget_old_calls(self) -> None:
         cutoff = time.monotonic() - self.finished_call_retention
@@ -443,11 +557,13 @@ class Gateway:
             if call.media is not None:
                 await call.media.stop()
             if call.stream is not None:
+                self._observe_streams()  # a PUBLISHING not yet seen goes out before the end
                 call.stream.end(
                     StreamStatus.FAILED
                     if call.status is CallStatus.FAILED
                     else StreamStatus.UNPUBLISHED
                 )
+                self._observe_streams()
                 # The call's pushes end with it ("SIP as RTMP" and /push/* alike).
                 await self.pushes.stop_stream(call.stream)
             for pair in call.ports.values():

@@ -437,7 +437,7 @@ async def test_call_with_rtmp_url_is_pushed_until_it_ends(
     gateway: Gateway, factory: FakePusherFactory
 ) -> None:
     try:
-        info = await gateway.start_call(_request(rtmp_url=URL, to_stream="s1"))
+        info = (await gateway.start_call(_request(rtmp_url=URL, to_stream="s1"))).snapshot()
         assert info.rtmpUrl == URL
         (push,) = gateway.pushes.find_pushes()
         assert (push.stream_name, push.call_id, push.target_url) == ("s1", "c1", URL + "/rtmp_s1")
@@ -462,7 +462,7 @@ async def test_rtmp_url_in_to_stream_pushes_there_under_the_call_id(
     gateway: Gateway, factory: FakePusherFactory
 ) -> None:
     try:
-        info = await gateway.start_call(_request(to_stream=URL + "/key"))
+        info = (await gateway.start_call(_request(to_stream=URL + "/key"))).snapshot()
         assert info.streamName == "c1"
         assert info.rtmpUrl == URL + "/key"
         (push,) = gateway.pushes.find_pushes()

@@ -20,6 +20,11 @@ from sipbridge.api.bodies import (
     FIND_CALLS_DECODER,
     SEND_DTMF_DECODER,
     START_CALL_DECODER,
+    CallIdBody,
+    EmptyBody,
+    FindCallsBody,
+    SendDtmfBody,
+    StartCallBody,
     decode_body,
     parse_dtmf,
     parse_dtmf_method,
@@ -45,6 +50,18 @@ logger = logging.getLogger("sipbridge.api.calls")
 class CallRoutes(PostRoutes):
     """The ``/call/*`` handlers bound to one gateway; :meth:`routes` lists them for a Mount."""
 
+    schemas = {
+        "/call/startup": (StartCallBody, CallInfo),
+        "/call/terminate": (CallIdBody, CallInfo),
+        "/call/find": (FindCallsBody, list[CallInfo]),
+        "/call/find_all": (EmptyBody, list[CallInfo]),
+        "/call/hold": (CallIdBody, CallInfo),
+        "/call/unhold": (CallIdBody, CallInfo),
+        "/call/send_dtmf": (SendDtmfBody, CallInfo),
+    }
+    # 501: the gateway is not started, or the DTMF method is not available for the call.
+    error_statuses = (*PostRoutes.error_statuses, 501)
+
     def __init__(
         self, gateway: GatewayAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     ) -> None:
@@ -68,7 +85,7 @@ class CallRoutes(PostRoutes):
         call_request = to_call_request(body)
         logger.debug("call startup: %r", call_request)  # CallRequest's repr masks the password
         try:
-            info = await self._gateway.start_call(call_request)
+            info = (await self._gateway.start_call(call_request)).snapshot()
         except GatewayError as exc:
             # Belt and braces: the gateway's message must not carry the password either.
             secret = call_request.sip_password

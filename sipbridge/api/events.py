@@ -10,7 +10,14 @@ whose ``data`` is one line of JSON::
     {"calls": [Call...], "streams": [Stream...], "pushes": [Push...],
      "viewers": [Viewer...], "recordings": [Recording...], "time": <Unix ms>}
 
-encoded by msgspec exactly as the REST answers are (the same Structs). When
+encoded by msgspec exactly as the REST answers are (the same Structs).
+
+Between the states, every status change goes out as it happens, from the
+gateway's :class:`~sipbridge.events.EventBus`: ``event: callStatus`` with a
+``CallStatusEvent`` and ``event: streamStatus`` with a ``StreamStatusEvent`` as
+``data`` (the JSON the REST hooks POST). Each feed has its own bounded bus
+subscription: a client that reads too slowly loses the oldest events, never
+slows a call. When
 ``interval`` is longer than :data:`KEEPALIVE`, comment lines (``: keepalive``)
 go out in between so proxies and the client's reader see the connection alive.
 
@@ -33,7 +40,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from starlette.requests import Request
@@ -45,6 +52,13 @@ from sipbridge.api.endpoint import json_endpoint
 from sipbridge.api.protocol import GatewayAPI, PushesAPI, StreamsAPI, ViewersAPI
 from sipbridge.api.recordings import RecordingsAPI
 from sipbridge.errors import InvalidRequest
+from sipbridge.events import (
+    CallStatusEvent,
+    Event,
+    EventBus,
+    EventBusClosed,
+    EventSubscription,
+)
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -66,6 +80,8 @@ MAX_INTERVAL: Final = 300.0
 KEEPALIVE: Final = 15.0
 #: How long an ``EventSource`` waits before reconnecting (the ``retry:`` field, in ms).
 RETRY_MS: Final = 2000
+#: Status events a feed may hold for a slow client before it loses the oldest.
+EVENT_QUEUE: Final = 1000
 
 KEEPALIVE_CHUNK: Final = b": keepalive\n\n"
 _encoder = msgspec.json.Encoder()
@@ -92,10 +108,13 @@ def parse_interval(value: str | None) -> float:
 
 
 class EventFeed:
-    """The ``/events`` route: snapshots of calls, streams, pushes, viewers and recordings.
+    """The ``/events`` route: snapshots of calls, streams, pushes, viewers and recordings,
+    and the status events of ``bus`` as they come.
 
     ``streams``, ``pushes``, ``viewers`` and ``recordings`` may be ``None`` (their
-    lists are then empty). ``sleep`` and ``clock`` are injected so tests need not wait.
+    lists are then empty). ``bus`` defaults to the gateway's ``event_bus`` when it
+    has one (:class:`~sipbridge.gateway.Gateway` does); without a bus only states
+    are sent. ``sleep`` and ``clock`` are injected so tests need not wait.
     """
 
     def __init__(
@@ -106,10 +125,15 @@ class EventFeed:
         pushes: PushesAPI | None = None,
         viewers: ViewersAPI | None = None,
         recordings: RecordingsAPI | None = None,
+        bus: EventBus | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.time,
     ) -> None:
         self._gateway = gateway
+        if bus is None:
+            found = getattr(gateway, "event_bus", None)
+            bus = found if isinstance(found, EventBus) else None
+        self._bus = bus
         self._streams = streams
         self._pushes = pushes
         self._viewers = viewers
@@ -145,6 +169,12 @@ class EventFeed:
         }
         return b"event: state\ndata: " + _encoder.encode(payload) + b"\n\n"
 
+    @staticmethod
+    def status_event(event: Event) -> bytes:
+        """One ``event: callStatus`` / ``event: streamStatus`` block (JSON on one line)."""
+        kind = b"callStatus" if isinstance(event, CallStatusEvent) else b"streamStatus"
+        return b"event: " + kind + b"\ndata: " + _encoder.encode(event) + b"\n\n"
+
     async def endpoint(self, request: Request) -> Response:
         """``GET /events?interval=SECONDS``: 400 for a bad interval, else the endless feed."""
         interval = parse_interval(request.query_params.get("interval"))
@@ -161,41 +191,67 @@ class EventFeed:
             closing.set_result(None)
         self._closing.add(closing)
         tick: asyncio.Future[None] | None = None
+        # Subscribed before the first state, so no change after it is missed.
+        subscription: EventSubscription | None = None
+        if self._bus is not None:
+            subscription = self._bus.subscribe(max_queue=EVENT_QUEUE)
+        next_event: asyncio.Future[Event] | None = None
         self.open_feeds += 1
         try:
             await _body(send, f"retry: {RETRY_MS}\n\n".encode())
             ticks = 0
             while True:
-                if ticks % per_state == 0:
-                    try:
-                        chunk = self.state()
-                    except Exception:
-                        logger.exception("/events: cannot take a snapshot; feed closed")
-                        await _body(send, b": internal error\n\n", more=False)
-                        return
-                else:
-                    chunk = KEEPALIVE_CHUNK
-                await _body(send, chunk)
-                ticks += 1
-                tick = asyncio.ensure_future(self._sleep(period))
-                await asyncio.wait({disconnect, closing, tick}, return_when=asyncio.FIRST_COMPLETED)
+                if tick is None or tick.done():
+                    if ticks % per_state == 0:
+                        try:
+                            chunk = self.state()
+                        except Exception:
+                            logger.exception("/events: cannot take a snapshot; feed closed")
+                            await _body(send, b": internal error\n\n", more=False)
+                            return
+                    else:
+                        chunk = KEEPALIVE_CHUNK
+                    await _body(send, chunk)
+                    ticks += 1
+                    tick = asyncio.ensure_future(self._sleep(period))
+                if next_event is None and subscription is not None and not subscription.closed:
+                    next_event = asyncio.ensure_future(subscription.get())
+                waits: set[asyncio.Future[Any]] = {disconnect, closing, tick}
+                if next_event is not None:
+                    waits.add(next_event)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if disconnect.done():
                     logger.debug("/events: client went away")
                     return
                 if closing.done():
                     await _body(send, b"", more=False)
                     return
+                if next_event is not None and next_event.done():
+                    done, next_event = next_event, None
+                    error = done.exception()
+                    if error is None:
+                        await _body(send, self.status_event(done.result()))
+                    elif not isinstance(error, EventBusClosed):
+                        raise error
         except OSError:
             # The server could not write: the client is gone (uvicorn's ClientDisconnected).
             logger.debug("/events: client went away while writing")
         finally:
             self.open_feeds -= 1
             self._closing.discard(closing)
-            for waiter in (disconnect, closing, tick):
+            waiters: tuple[asyncio.Future[Any] | None, ...] = (
+                disconnect,
+                closing,
+                tick,
+                next_event,
+            )
+            for waiter in waiters:
                 if waiter is not None and not waiter.done():
                     waiter.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await waiter
+            if subscription is not None:
+                subscription.close()
 
 
 class _EventStream(Response):

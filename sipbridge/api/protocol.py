@@ -33,6 +33,14 @@ __all__ = [
 DTMF_METHODS = ("RFC2833", "INFO")
 
 
+class CallHandle(Protocol):
+    """A placed call as the REST layer sees it (:class:`sipbridge.calls.Call`)."""
+
+    def snapshot(self) -> CallInfo:
+        """The call's state now, as ``/call/find`` reports it."""
+        ...
+
+
 class GatewayAPI(Protocol):
     """What ``/rest-api/call/*`` needs from the gateway.
 
@@ -41,8 +49,8 @@ class GatewayAPI(Protocol):
     ``NotSupported`` 501); anything else is a bug and becomes a logged 500.
     """
 
-    async def start_call(self, request: CallRequest) -> CallInfo:
-        """Start an outbound call and return at once (status NEW or PENDING).
+    async def start_call(self, request: CallRequest) -> CallHandle:
+        """Start an outbound call and return it at once (status NEW or PENDING).
 
         Raises ``InvalidRequest``, or ``Conflict`` for a reused ``call_id``, a stream
         name in use, or an RTMP URL + stream already pushed.

@@ -17,6 +17,16 @@ from sipbridge.pushes import PushInfo, rtmp_target_url
 from sipbridge.registry import StreamInfo, StreamStatus, TrackStats
 
 
+class FakeCall:
+    """What ``start_call`` returns: a handle whose snapshot is the fake's stored info."""
+
+    def __init__(self, info: CallInfo) -> None:
+        self.info = info
+
+    def snapshot(self) -> CallInfo:
+        return self.info
+
+
 class FakeGateway:
     """Structurally a ``GatewayAPI``; no SIP, no media."""
 
@@ -46,7 +56,7 @@ class FakeGateway:
         self.calls[call_id] = info
         return info
 
-    async def start_call(self, request: CallRequest) -> CallInfo:
+    async def start_call(self, request: CallRequest) -> FakeCall:
         self._maybe_fail()
         if request.call_id in self.calls:
             raise Conflict(f"callId {request.call_id!r} is already in use", field="callId")
@@ -70,7 +80,7 @@ class FakeGateway:
             visibleName=request.visible_name,
         )
         self.calls[request.call_id] = info
-        return info
+        return FakeCall(info)
 
     async def terminate_call(self, call_id: str) -> CallInfo:
         self._maybe_fail()
