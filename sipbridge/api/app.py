@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from sipbridge.api.auth import BearerAuthMiddleware
+from sipbridge.api.auth import EXEMPT_PATHS, PROTECTED_PREFIXES, BearerAuthMiddleware
 from sipbridge.api.calls import CallRoutes
 from sipbridge.api.endpoint import DEFAULT_MAX_BODY_BYTES
 from sipbridge.api.errors import (
@@ -34,21 +34,37 @@ from sipbridge.api.errors import (
     json_response,
 )
 from sipbridge.api.events import EventFeed
+from sipbridge.api.openapi import OPENAPI_PATH, openapi_route
 from sipbridge.api.pages import PageRoutes
 from sipbridge.api.protocol import GatewayAPI, PushesAPI, StreamsAPI, ViewersAPI
 from sipbridge.api.pushes import PushRoutes
 from sipbridge.api.recordings import RecordingRoutes, RecordingsAPI
 from sipbridge.api.streams import StreamRoutes
 from sipbridge.api.whep import WhepCorsMiddleware, WhepRoutes
+from sipbridge.metrics import GatewayMetrics
 
 __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/rest-api"
+#: Prometheus scrapes here (``metrics=``); behind the API token like ``/rest-api``.
+METRICS_PATH = "/metrics"
 
 
 async def health(request: Request) -> Response:
     """``GET /rest-api/health``: ``{"status": "ok"}`` while the app serves (readiness check)."""
     return json_response({"status": "ok"})
+
+
+def _metrics_routes(metrics: GatewayMetrics | None) -> list[BaseRoute]:
+    if metrics is None:
+        return []
+
+    async def scrape(request: Request) -> Response:
+        # On the loop: the collector reads the gateway, which is not thread-safe.
+        body, content_type = metrics.render(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
+
+    return [Route(METRICS_PATH, scrape, methods=["GET"])]
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -67,11 +83,13 @@ def create_app(
     viewers: ViewersAPI | None = None,
     recordings: RecordingsAPI | None = None,
     pages: bool = True,
+    metrics: GatewayMetrics | None = None,
 ) -> Starlette:
     """The REST API for ``gateway``, with WHEP, ``/events`` and the pages.
 
     ``api_token``: when set (not ``None``, not ``""``), requests under ``/rest-api``
-    (but the health check), ``/whep`` and ``/events`` (but ``OPTIONS``) need
+    (but the health check and ``/rest-api/openapi.json``), ``/whep`` and ``/events``
+    (but ``OPTIONS``) need
     ``Authorization: Bearer <api_token>``.
     ``max_body_bytes``: larger request bodies are answered 413.
     ``streams``: the stream registry behind ``/stream/*`` (e.g. a
@@ -85,6 +103,9 @@ def create_app(
     :class:`~sipbridge.recording.RecordingManager`); without it those paths are 404
     and ``/events`` lists no recordings.
     ``pages``: serve the console (``/``), the player (``/player``) and their files.
+    ``metrics``: the gateway's Prometheus metrics, served as ``GET /metrics``
+    (:class:`~sipbridge.metrics.GatewayMetrics`; docs/metrics.md), which then needs
+    the token too; without it that path is 404.
     """
     # First listed is outermost: the CORS headers go on the token check's 401s too.
     middleware: list[Middleware] = [Middleware(WhepCorsMiddleware)]
@@ -105,13 +126,24 @@ def create_app(
     )
     page_routes = PageRoutes().routes() if pages else []
     if api_token:
-        middleware.append(Middleware(BearerAuthMiddleware, token=api_token))
+        # The OpenAPI document holds no secret: tools fetch it before they hold a token.
+        exempt = (*EXEMPT_PATHS, API_PREFIX + OPENAPI_PATH)
+        protected = (*PROTECTED_PREFIXES, METRICS_PATH)
+        middleware.append(
+            Middleware(
+                BearerAuthMiddleware,
+                token=api_token,
+                protected_prefixes=protected,
+                exempt_paths=exempt,
+            )
+        )
     app = Starlette(
         routes=[
             Mount(
                 API_PREFIX,
                 routes=[
                     Route("/health", health, methods=["GET"]),
+                    openapi_route(),
                     *CallRoutes(gateway, max_body_bytes=max_body_bytes).routes(),
                     *stream_routes,
                     *push_routes,
@@ -120,6 +152,7 @@ def create_app(
             ),
             *whep_routes,
             *events.routes(),
+            *_metrics_routes(metrics),
             *page_routes,
         ],
         middleware=middleware,

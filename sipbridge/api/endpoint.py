@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ClassVar, Final
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -80,7 +80,15 @@ class PostRoutes:
 
     Subclasses list their handlers in :meth:`handlers`; :meth:`routes` wraps each
     with :func:`json_endpoint` for the ``/rest-api`` mount (anything but POST: 405).
+    They declare, for the OpenAPI document (:mod:`sipbridge.api.openapi`), each path's
+    request body Struct and ``200`` answer type in :attr:`schemas`, and the error
+    statuses their handlers answer in :attr:`error_statuses`.
     """
+
+    #: path -> (request body Struct, type of the ``200`` answer's JSON).
+    schemas: ClassVar[Mapping[str, tuple[type, object]]] = {}
+    #: Error statuses the handlers answer (besides 401/403 of the token check).
+    error_statuses: ClassVar[tuple[int, ...]] = (400, 404, 409, 413, 500)
 
     def __init__(self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self._max_body_bytes = max_body_bytes

@@ -15,7 +15,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sipbridge.api.bodies import EMPTY_DECODER, decode_body
+from sipbridge.api.bodies import EMPTY_DECODER, EmptyBody, decode_body
 from sipbridge.api.endpoint import (
     DEFAULT_MAX_BODY_BYTES,
     Handler,
@@ -27,6 +27,9 @@ from sipbridge.api.push_bodies import (
     FIND_PUSHES_DECODER,
     PUSH_ID_DECODER,
     START_PUSH_DECODER,
+    FindPushesBody,
+    PushIdBody,
+    StartPushBody,
     require_media_session_id,
     to_push_filter,
     to_push_start,
@@ -41,6 +44,15 @@ logger = logging.getLogger("sipbridge.api.pushes")
 
 class PushRoutes(PostRoutes):
     """The ``/push/*`` handlers bound to one push manager; :meth:`routes` lists them."""
+
+    schemas = {
+        "/push/startup": (StartPushBody, PushInfo),
+        "/push/find": (FindPushesBody, list[PushInfo]),
+        "/push/find_all": (EmptyBody, list[PushInfo]),
+        "/push/terminate": (PushIdBody, PushInfo),
+        "/push/mute": (PushIdBody, PushInfo),
+        "/push/unmute": (PushIdBody, PushInfo),
+    }
 
     def __init__(self, pushes: PushesAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         super().__init__(max_body_bytes=max_body_bytes)

@@ -24,7 +24,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sipbridge.api.bodies import EMPTY_DECODER, decode_body
+from sipbridge.api.bodies import EMPTY_DECODER, EmptyBody, decode_body
 from sipbridge.api.endpoint import DEFAULT_MAX_BODY_BYTES, Handler, PostRoutes
 from sipbridge.api.errors import json_response
 from sipbridge.errors import InvalidRequest, NotFound
@@ -150,6 +150,16 @@ def to_recording_config(config: dict[str, object] | None) -> RecordingConfigBody
 
 class RecordingRoutes(PostRoutes):
     """The recording handlers bound to one manager; :meth:`routes` lists them for a Mount."""
+
+    schemas = {
+        "/stream/startRecording": (StartRecordingBody, RecordingInfo),
+        "/recorder/startup": (StartRecordingBody, RecordingInfo),
+        "/stream/stopRecording": (RecordingKeyBody, RecordingInfo),
+        "/recorder/terminate": (RecordingKeyBody, RecordingInfo),
+        "/recorder/find_all": (EmptyBody, list[RecordingInfo]),
+    }
+    # 507: the recording directory's disk is full.
+    error_statuses = (*PostRoutes.error_statuses, 507)
 
     def __init__(
         self, recordings: RecordingsAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

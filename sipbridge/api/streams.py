@@ -19,6 +19,9 @@ from sipbridge.api.bodies import (
     EMPTY_DECODER,
     FIND_STREAMS_DECODER,
     STREAM_KEY_DECODER,
+    EmptyBody,
+    FindStreamsBody,
+    StreamKeyBody,
     decode_body,
     to_stream_filter,
     to_stream_key,
@@ -40,6 +43,12 @@ logger = logging.getLogger("sipbridge.api.streams")
 
 class StreamRoutes(PostRoutes):
     """The ``/stream/*`` handlers bound to one registry; :meth:`routes` lists them for a Mount."""
+
+    schemas = {
+        "/stream/find": (FindStreamsBody, list[StreamInfo]),
+        "/stream/find_all": (EmptyBody, list[StreamInfo]),
+        "/stream/terminate": (StreamKeyBody, StreamInfo),
+    }
 
     def __init__(
         self, streams: StreamsAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
