@@ -60,3 +60,4 @@ async def chromium(artifacts_dir: Path, tmp_path: Path) -> AsyncIterator[Chromiu
     """
     async with running_chromium(artifacts_dir, tmp_path) as browser:
         yield browser
+
