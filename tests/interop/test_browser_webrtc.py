@@ -160,6 +160,8 @@ class LoopbackAnswerer:
     async def close(self) -> None:
         for pc in self.peer_connections:
             await pc.close()
+        # Let them go: tests/webrtc counts every RTCPeerConnection still in memory.
+        self.peer_connections.clear()
 
 
 async def page(_: Request) -> HTMLResponse:
