@@ -56,7 +56,7 @@ from sipbridge.calls import Call
 from sipbridge.errors import Conflict, InvalidRequest, NotFound, NotSupported
 from sipbridge.events import EventBus, EventSubscription, stream_status_event
 from sipbridge.hooks import HookSender
-from sipbridge.logs import register_secret
+from sipbridge.logs import SIP_TRACE_LOGGER, register_secret
 from sipbridge.ports import PortRangeExhausted, RtpPortAllocator
 from sipbridge.pushes import PushManager, call_push_target, is_rtmp_url, rtmp_target_url
 from sipbridge.recording import RecordingManager
@@ -108,13 +108,14 @@ class Gateway:
         # Last status published per stream (media session id).
         self._stream_seen: dict[str, StreamStatus] = {}
         self._stream_watch: asyncio.Task[None] | None = None
+        self._sip_trace = self.settings.log.sip_trace
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         if self._started:
             return
         await self._endpoint.start()
-        self._endpoint.set_trace(self.settings.log.sip_trace)
+        self._endpoint.set_trace(self._sip_trace)
         self.event_bus.open()
         await self.hooks.start()
         self._stream_watch = asyncio.create_task(self._watch_streams(), name="stream-watch")
@@ -164,6 +165,21 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    @property
+    def sip_trace(self) -> bool:
+        """Whether every SIP message is logged (``[log] sip_trace``, switchable at runtime)."""
+        return self._sip_trace
+
+    def set_sip_trace(self, enabled: bool) -> None:
+        """Switch SIP message tracing on or off while running (passwords stay masked)."""
+        self._sip_trace = enabled
+        logging.getLogger(SIP_TRACE_LOGGER).setLevel(
+            logging.DEBUG if enabled else logging.CRITICAL + 1
+        )
+        if self._started:
+            self._endpoint.set_trace(enabled)
+        log.info("SIP message trace %s", "on" if enabled else "off")
 
     @property
     def sip_port(self) -> int:

@@ -245,6 +245,11 @@ async def serve(
     watchdog.start()
     gateway = Gateway(settings)
     app = build_app(gateway, settings, deadline=deadline)
+    # `kill -USR2 PID` (systemd: `systemctl kill -s USR2 sipbridge`) toggles the SIP trace.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGUSR2, lambda: gateway.set_sip_trace(not gateway.sip_trace)
+        )
     config = uvicorn.Config(
         app,
         host=settings.http.host,
