@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINT_PATHS := sipbridge rtp rtmp webrtc tests bench
+LINT_PATHS := sipbridge rtp rtmp webrtc tests bench fuzz
 ARTIFACTS := artifacts
 PYTEST_ARGS ?=
 
