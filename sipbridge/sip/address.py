@@ -284,6 +284,7 @@ class NameAddr:
             rest = text[end + 1 :].lstrip(" \t")
             if not rest.startswith("<"):
                 raise SipParseError(f"quoted display name without <URI>: {text[:80]!r}")
+            _check_qdtext(text[1:end])
             return cls._bracketed(rest, _unquote(text[1:end]))
         lt = text.find("<")
         if lt >= 0:
@@ -355,6 +356,22 @@ def _closing_quote(text: str) -> int:
         elif char == '"':
             return index
     return -1
+
+
+def _check_qdtext(text: str) -> None:
+    """RFC 3261 §25.1: qdtext has no raw control characters but HTAB, and a quoted-pair
+    never carries CR or LF."""
+    escaped = False
+    for char in text:
+        code = ord(char)
+        if escaped:
+            if char in "\r\n":
+                raise SipParseError("CR or LF escaped in a quoted string")
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif (code < 0x20 and char != "\t") or code == 0x7F:
+            raise SipParseError(f"control character {code:#04x} in a quoted string")
 
 
 def _unquote(text: str) -> str:

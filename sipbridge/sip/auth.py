@@ -28,6 +28,7 @@ source of randomness is the client nonce, injectable for tests.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ _TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH
 # Whitespace between elements; CR and LF are tolerated for values that were not unfolded.
 _WS = frozenset(" \t\r\n")
 _WS_OR_COMMA = _WS | {","}
+#: RFC 7230 §3.2.6 token characters.
+_TOKEN_TEXT = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
 # Characters that end an unquoted value. RFC 7235 says token, but real servers send
 # unquoted nonces with "/" or "=", so anything up to whitespace or a comma is taken.
 _VALUE_END = frozenset(' \t\r\n,"')
@@ -242,6 +246,9 @@ def _challenge_from_params(params: Mapping[str, str]) -> DigestChallenge:
     algorithm = params.get("algorithm", "MD5").strip().upper()
     if not algorithm:
         raise DigestError("empty algorithm")
+    # RFC 7616 §3.3: algorithm is a token (quoted by some servers, so unquoted first).
+    if not _TOKEN_TEXT.fullmatch(algorithm):
+        raise DigestError(f"algorithm is not a token: {algorithm[:40]!r}")
     qop_text = params.get("qop")
     qop: tuple[str, ...] = ()
     if qop_text is not None:

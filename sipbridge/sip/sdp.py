@@ -504,8 +504,8 @@ class _Parser:
         parts = value.split(" ")
         if len(parts) != 3 or parts[0] != "IN" or not _TOKEN_RE.fullmatch(parts[1]):
             raise self.bad(number, "c", line)
-        if not parts[2]:
-            raise self.bad(number, "c", line)
+        if not parts[2] or any(c in parts[2] for c in "\t\r\n\0"):
+            raise self.bad(number, "c", line)  # RFC 8866 §5.7: an address has no whitespace
         return parts[2], parts[1]
 
     def bandwidth(self, number: int, value: str, line: str, into: dict[str, int]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -334,3 +336,22 @@ def test_arbitrary_text_raises_only_sip_parse_error(text: str, prefix: str) -> N
         assert str(reparsed) == str(value)
         if isinstance(value, Via):
             assert value.rport is None or 0 < value.rport < 65536
+
+
+@pytest.mark.parametrize(
+    "raw", ['"Ali\x00ce" <sip:a@h>', '"Ali\rce" <sip:a@h>', '"A\\\rB" <sip:a@h>']
+)
+def test_control_characters_in_a_quoted_display_name_are_refused(raw: str) -> None:
+    """RFC 3261 §25.1 qdtext/quoted-pair (found by fuzz/fuzz_sip_address.py)."""
+    with pytest.raises(SipParseError):
+        NameAddr.parse(raw)
+
+
+def test_fuzz_finding_display_name_round_trips_or_is_refused() -> None:
+    data = (Path(__file__).parents[2] / "fuzz/findings/sip_address-display-name-roundtrip")
+    text = data.read_bytes().decode("utf-8", "replace")
+    try:
+        parsed = NameAddr.parse(text)
+    except SipParseError:
+        return
+    assert NameAddr.parse(str(parsed)) == parsed

@@ -803,3 +803,9 @@ def test_server_side_verification_of_client_credentials(
             cnonce=params.get("cnonce"),
             body=body,
         )
+
+
+def test_a_quoted_algorithm_that_is_not_a_token_is_refused() -> None:
+    """RFC 7616 §3.3 (found by fuzz/fuzz_digest.py: it could not be written back)."""
+    with pytest.raises(DigestError, match="not a token"):
+        parse_challenge('Digest realm="r", nonce="n", algorithm=", algorithm=M,i Dec"')

@@ -1103,3 +1103,10 @@ def test_property_mutated_vectors_raise_only_sdp_error(name: str, data: st.DataO
         if not buf:
             break
     _check_parse_only_raises_sdp_error(bytes(buf))
+
+
+def test_whitespace_inside_a_connection_address_is_refused() -> None:
+    """Found by the random-bytes property: a tab in c= parsed but could not be written."""
+    data = b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 \t.0.0.0\r\nt=0 0\r\n"
+    with pytest.raises(SdpError):
+        SessionDescription.parse(data)
