@@ -9,7 +9,7 @@ set -euo pipefail
 
 # Peer packages. libnginx-mod-stream puts TLS in front of nginx-rtmp for rtmps:// tests;
 # chromium plays the WebRTC player page (driven by Playwright, never a downloaded browser).
-PEER_PACKAGES=(kamailio sip-tester baresip-core baresip-ffmpeg baresip-gstreamer ffmpeg nginx
+PEER_PACKAGES=(kamailio kamailio-tls-modules sip-tester baresip-core baresip-ffmpeg baresip-gstreamer ffmpeg nginx
   libnginx-mod-rtmp libnginx-mod-stream chromium chromium-driver openssl)
 # Programs that must be on PATH afterwards (the tests' require_binary names).
 PEER_BINARIES=(kamailio sipp baresip ffmpeg ffprobe nginx chromium openssl)

@@ -376,8 +376,8 @@ class Gateway:
             raise InvalidRequest("sipDomain is required (no default_domain set)", field="sipDomain")
         if not request.has_audio and not request.has_video:
             raise InvalidRequest("hasAudio and hasVideo are both false", field="hasAudio")
-        if request.sip_transport and request.sip_transport.lower() not in ("udp", "tcp"):
-            raise InvalidRequest("sipTransport must be UDP or TCP", field="sipTransport")
+        if request.sip_transport and request.sip_transport.lower() not in ("udp", "tcp", "tls"):
+            raise InvalidRequest("sipTransport must be UDP, TCP or TLS", field="sipTransport")
         try:
             callee_uri(request.callee, request.sip_domain or "invalid")
         except SipParseError as exc:
@@ -485,6 +485,8 @@ class Gateway:
         if not infos:
             raise OSError(f"cannot resolve {host}")
         address = infos[0][4][0]
+        if transport == "tls":  # the certificate must match the name (RFC 3261 §26.3.1)
+            self._endpoint.set_tls_server_name(str(address), port, host)
         return Target(transport, str(address), port)
 
     async def _account_for(self, request: CallRequest) -> SipAccount:

@@ -123,7 +123,7 @@ class OutboundProxy(NamedTuple):
 
     host: str
     port: int | None
-    transport: Literal["udp", "tcp"] | None
+    transport: Literal["udp", "tcp", "tls"] | None
 
 
 _PROXY_RE = re.compile(
@@ -147,17 +147,17 @@ def parse_outbound_proxy(value: str) -> OutboundProxy:
         port = int(match["port"])
         if not 1 <= port <= 65535:
             raise ValueError(f"port must be 1..65535, got {port}")
-    transport: Literal["udp", "tcp"] | None = None
+    transport: Literal["udp", "tcp", "tls"] | None = None
     for param in match["params"].split(";")[1:]:
         name, _, param_value = param.partition("=")
         name = name.strip().lower()
         param_value = param_value.strip().lower()
         if name == "lr":
             continue
-        if name == "transport" and param_value in ("udp", "tcp"):
-            transport = "udp" if param_value == "udp" else "tcp"
+        if name == "transport" and param_value in ("udp", "tcp", "tls"):
+            transport = "udp" if param_value == "udp" else "tcp" if param_value == "tcp" else "tls"
             continue
-        raise ValueError(f"unsupported parameter {param!r} (only transport=udp|tcp and lr)")
+        raise ValueError(f"unsupported parameter {param!r} (only transport=udp|tcp|tls and lr)")
     return OutboundProxy(match["host"], port, transport)
 
 

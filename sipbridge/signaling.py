@@ -26,7 +26,7 @@ from sipbridge.settings import SipSettings
 from sipbridge.sip.address import SipParseError, Target
 from sipbridge.sip.message import SipRequest, SipResponse
 from sipbridge.sip.transaction import Timers
-from sipbridge.sip.transport import SipTransport, TransportStats
+from sipbridge.sip.transport import SipTransport, TransportStats, client_tls_context
 from sipbridge.sip.ua import LocalEndpoint, UserAgent
 
 __all__ = [
@@ -183,6 +183,13 @@ class SipEndpoint:
             on_message=self._on_message,
             on_error=self._on_error,
             max_message_size=settings.max_message_size,
+            tls_context=client_tls_context(
+                verify=settings.tls_verify,
+                ca_file=settings.tls_ca_file,
+                cert_file=settings.tls_cert_file,
+                key_file=settings.tls_key_file,
+                min_version=settings.tls_min_version,
+            ),
         )
         self._timers = Timers(t1=settings.t1, t2=settings.t2, t4=settings.t4)
         #: What crossed this endpoint (read by ``sipbridge.metrics``).
@@ -204,7 +211,7 @@ class SipEndpoint:
             user_agent=self.settings.user_agent,
         )
         self.ua = UserAgent(local, timers=self._timers)
-        log.info("SIP listening on %s:%d (udp, tcp)", self.settings.host, port)
+        log.info("SIP listening on %s:%d (udp, tcp; tls outbound)", self.settings.host, port)
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -215,6 +222,10 @@ class SipEndpoint:
     @property
     def local_port(self) -> int:
         return self._transport.local_port
+
+    def set_tls_server_name(self, host: str, port: int, name: str) -> None:
+        """The name a TLS peer's certificate must match (RFC 3261 §26.3.1), and its SNI."""
+        self._transport.set_tls_server_name(host, port, name)
 
     def set_trace(self, enabled: bool) -> None:
         self._transport.set_trace(enabled)

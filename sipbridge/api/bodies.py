@@ -74,7 +74,7 @@ Id = Annotated[str, msgspec.Meta(max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=1024)]
 Url = Annotated[str, msgspec.Meta(max_length=4096)]
 
-SIP_TRANSPORTS: Final = ("UDP", "TCP")
+SIP_TRANSPORTS: Final = ("UDP", "TCP", "TLS")
 MAX_DTMF_DIGITS: Final = 64
 _DTMF_RE: Final = re.compile(r"[0-9*#A-D]+")
 _FLAG_FORMS: Final = 'true, false, "true", "false", "1" or "0"'
@@ -323,7 +323,7 @@ def parse_port(value: object, field: str) -> int | None:
 
 
 def parse_transport(value: str | None) -> str | None:
-    """``sipTransport``: ``UDP`` or ``TCP`` (any case); ``""``/absent: the gateway's default."""
+    """``sipTransport``: ``UDP``, ``TCP`` or ``TLS`` (any case); ``""``/absent: the default."""
     if not value:
         return None
     transport = value.strip().upper()

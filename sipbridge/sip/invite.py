@@ -330,7 +330,7 @@ class OutboundCall(InviteSession):
         super().on_transport_error(txn, reason, now)
         if txn is self._invite_txn and (self.dialog is None or self.dialog.early):
             self._invite_txn = None
-            self._end(CallStatus.FAILED, 503, "Failed by error")
+            self._end(CallStatus.FAILED, 503, f"Failed by error: {reason}")
 
     def on_stray_response(self, response: SipResponse, now: float) -> None:
         """A 2xx retransmission after the INVITE transaction ended: ACK it again."""

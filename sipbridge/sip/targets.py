@@ -23,12 +23,17 @@ def uri_target(uri: SipUri, default_transport: str) -> Target | None:
     """The address a request for ``uri`` is sent to when its host is an IP literal (§8.1.2).
 
     ``None`` for a host name: we resolve no DNS (RFC 3263), such requests go through
-    the account's proxy. The port defaults to 5060, the transport to
-    ``default_transport`` unless the URI names one.
+    the account's proxy. The transport is the URI's ``transport`` parameter, TLS for a
+    ``sips:`` URI (RFC 5630 §3.1.3), else ``default_transport``; the port defaults to
+    5061 over TLS and 5060 otherwise (§19.1.2).
     """
     if not is_ip_literal(uri.host):
         return None
-    return Target(uri.transport or default_transport, uri.host.strip("[]"), uri.port or 5060)
+    transport = uri.transport or default_transport
+    if uri.scheme == "sips" and transport.lower() != "tls":
+        transport = "tls"  # sips: requires TLS on every hop (RFC 5630 §3.1.3)
+    port = uri.port or (5061 if transport.lower() == "tls" else 5060)
+    return Target(transport, uri.host.strip("[]"), port)
 
 
 def callee_uri(callee: str, domain: str, port: int | None = None) -> str:

@@ -1,4 +1,4 @@
-"""SIP over UDP and TCP: the SIP stack's only asyncio module (RFC 3261 §18).
+"""SIP over UDP, TCP and TLS: the SIP stack's only asyncio module (RFC 3261 §18, §26.2).
 
 Theory of operation
 -------------------
@@ -20,6 +20,15 @@ core chooses the transport and the target (§18.1.1, §18.2.2, RFC 3581).
   connection (the framer cannot tell us where the next message starts). Idle
   connections are closed after ``idle_timeout``; a double-CRLF ping is
   answered with a CRLF pong (RFC 5626 §4.4.1).
+- TLS (RFC 3261 §26.2, RFC 5630): outbound only, when a client
+  :class:`ssl.SSLContext` is given (:func:`client_tls_context`). A TLS
+  connection is a TCP connection with the same framing, reuse and idle rules,
+  keyed by ``("tls", host, port)``; the TCP connect and the handshake together
+  are bounded by ``connect_timeout``. The server name checked against the
+  certificate (and sent as SNI when it is a name) is the one given to
+  :meth:`SipTransport.set_tls_server_name` for that address, else the address
+  itself. A failed verification is reported as ``TLS certificate verify
+  failed: <OpenSSL's reason>``.
 - Network failures never raise out of :meth:`SipTransport.send`: they are
   counted and reported through ``on_error(target, reason)``, always from a
   later loop iteration, never from inside ``send`` (the core may not be
@@ -61,6 +70,7 @@ __all__ = [
     "SipTransport",
     "TransportStats",
     "bad_request_response",
+    "client_tls_context",
 ]
 
 MessageHandler: TypeAlias = Callable[[SipRequest | SipResponse, Target], None]
@@ -93,6 +103,53 @@ class TransportStats:
     sent: int = 0
     parse_errors: int = 0
     send_errors: int = 0
+
+
+_TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+def client_tls_context(
+    *,
+    verify: bool = True,
+    ca_file: str = "",
+    cert_file: str = "",
+    key_file: str = "",
+    min_version: str = "1.2",
+) -> ssl.SSLContext:
+    """A client context for SIP over TLS (RFC 3261 §26.2.1, §26.3.1).
+
+    ``verify`` checks the server's chain and name; ``ca_file`` ("" = the
+    system store) holds the trusted CAs; ``cert_file``/``key_file`` are an
+    optional client certificate (``key_file`` "" = the key is in
+    ``cert_file``); ``min_version`` is "1.2" or "1.3". Raises
+    :class:`ValueError` for an unknown version, :class:`OSError` or
+    :class:`ssl.SSLError` for files that cannot be loaded.
+    """
+    version = _TLS_VERSIONS.get(min_version)
+    if version is None:
+        raise ValueError(f"TLS min version must be 1.2 or 1.3, got {min_version!r}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = version
+    if verify:
+        if ca_file:
+            context.load_verify_locations(cafile=ca_file)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file or None)
+    return context
+
+
+def _tls_failure(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed: {exc.verify_message or exc.reason}"
+    return f"TLS handshake failed: {exc.reason or exc}"
 
 
 def _short(text: str, limit: int = _REASON_LIMIT) -> str:
@@ -341,6 +398,7 @@ class SipTransport:
         connect_timeout: float = 5.0,
         idle_timeout: float = 600.0,
         trace: bool = False,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if not (udp or tcp):
             raise ValueError("at least one of udp and tcp must be enabled")
@@ -355,6 +413,8 @@ class SipTransport:
         self._max_message_size = max_message_size
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
+        self._tls_context = tls_context
+        self._tls_names: dict[tuple[str, int], str] = {}
         self._trace = False
         self.set_trace(trace)
         self.stats = TransportStats()
@@ -363,7 +423,7 @@ class SipTransport:
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._udp_protocol: _UdpProtocol | None = None
         self._server: asyncio.Server | None = None
-        self._connections: dict[tuple[str, int], _TcpConnection] = {}
+        self._connections: dict[tuple[str, str, int], _TcpConnection] = {}
         self._all_connections: set[_TcpConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
@@ -447,6 +507,14 @@ class SipTransport:
         self._connections.clear()
         self._all_connections.clear()
 
+    def set_tls_server_name(self, host: str, port: int, name: str) -> None:
+        """Check the certificate of TLS peer ``host``:``port`` against ``name`` (§26.3.1).
+
+        ``name`` is also sent as SNI (RFC 6066 §3). The default is the address itself,
+        which a certificate matches only with an IP subjectAltName.
+        """
+        self._tls_names[(_normalize_host(host), port)] = name
+
     # -- tracing ------------------------------------------------------------------------------
     def set_trace(self, enabled: bool) -> None:
         """Switch message tracing on or off at runtime.
@@ -480,9 +548,9 @@ class SipTransport:
 
         UDP: one ``sendto``. TCP: written on the connection to that remote, the
         one the peer opened to us included, or on a new one (bytes queued until
-        it is up). ``target.host`` must be an IP address. Before :meth:`start`
-        and after :meth:`stop` messages are dropped and counted in
-        ``stats.send_errors`` without calling ``on_error``.
+        it is up). TLS: like TCP, on connections we open (§26.2). ``target.host``
+        must be an IP address. Before :meth:`start` and after :meth:`stop` messages
+        are dropped and counted in ``stats.send_errors`` without calling ``on_error``.
         """
         self._send_bytes(message.to_bytes(), target)
 
@@ -513,18 +581,20 @@ class SipTransport:
                 self._fail(target, f"UDP send failed: {exc}")
                 return
             self.stats.sent += 1
-        elif kind == "tcp" and self._server is not None:
-            self._send_tcp(data, target, (host, target.port))
+        elif (kind == "tcp" and self._server is not None) or (
+            kind == "tls" and self._tls_context is not None
+        ):
+            self._send_tcp(data, target, (kind, host, target.port))
         else:
             self._fail(target, f"transport {target.transport!r} is not enabled")
 
-    def _send_tcp(self, data: bytes, target: Target, key: tuple[str, int]) -> None:
+    def _send_tcp(self, data: bytes, target: Target, key: tuple[str, str, int]) -> None:
         conn = self._connections.get(key)
         if conn is not None and not conn.is_usable():
             del self._connections[key]
             conn = None
         if conn is None:
-            conn = _TcpConnection(self, Target("tcp", key[0], key[1]))
+            conn = _TcpConnection(self, Target(key[0], key[1], key[2]))
             self._connections[key] = conn
             self._all_connections.add(conn)
             self._spawn(self._connect(conn))
@@ -541,18 +611,39 @@ class SipTransport:
         loop = asyncio.get_running_loop()
         local = _normalize_host(self.local_host)
         local_addr = None if _is_wildcard(self.local_host) else (local, 0)
+        tls = target.transport == "tls"
+        kind = "TLS" if tls else "TCP"
         try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: conn, target.host, target.port, local_addr=local_addr
-                ),
-                self._connect_timeout,
-            )
+            if tls:
+                assert self._tls_context is not None
+                name = self._tls_names.get((target.host, target.port), target.host)
+                # One deadline for connect and handshake: wait_for bounds both.
+                await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: conn,
+                        target.host,
+                        target.port,
+                        local_addr=local_addr,
+                        ssl=self._tls_context,
+                        server_hostname=name,
+                        ssl_handshake_timeout=self._connect_timeout,
+                    ),
+                    self._connect_timeout,
+                )
+            else:
+                await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: conn, target.host, target.port, local_addr=local_addr
+                    ),
+                    self._connect_timeout,
+                )
         except TimeoutError:
-            reason = f"TCP connect timed out after {self._connect_timeout:g} s"
+            reason = f"{kind} connect timed out after {self._connect_timeout:g} s"
+        except ssl.SSLError as exc:  # before OSError: SSLError derives from it
+            reason = _tls_failure(exc)
         except OSError as exc:
             # asyncio's text is "Connect call failed (...)"; the errno says why.
-            reason = f"TCP connect failed: {os.strerror(exc.errno) if exc.errno else exc}"
+            reason = f"{kind} connect failed: {os.strerror(exc.errno) if exc.errno else exc}"
         else:
             return
         self._forget(conn)
@@ -638,7 +729,7 @@ class SipTransport:
         if not self._running:
             return False
         assert conn.target is not None
-        key = (_normalize_host(conn.target.host), conn.target.port)
+        key = (conn.target.transport, _normalize_host(conn.target.host), conn.target.port)
         self._connections[key] = conn
         self._all_connections.add(conn)
         return True
@@ -646,11 +737,12 @@ class SipTransport:
     def _connection_lost(self, conn: _TcpConnection, exc: Exception | None) -> None:
         self._forget(conn)
         if exc is not None and conn.target is not None and self._running:
-            self._fail(conn.target, f"TCP connection lost: {exc}")
+            kind = "TLS" if conn.target.transport == "tls" else "TCP"
+            self._fail(conn.target, f"{kind} connection lost: {exc}")
 
     def _forget(self, conn: _TcpConnection) -> None:
         if conn.target is not None:
-            key = (_normalize_host(conn.target.host), conn.target.port)
+            key = (conn.target.transport, _normalize_host(conn.target.host), conn.target.port)
             if self._connections.get(key) is conn:
                 del self._connections[key]
         if self._running:

@@ -44,6 +44,7 @@ server_header="Server: kamailio-interop"
 listen=udp:127.0.0.1:%(port)d
 listen=tcp:127.0.0.1:%(port)d
 %(alias)s
+%(tls_listen)s
 
 loadmodule "kex.so"
 loadmodule "corex.so"
@@ -62,6 +63,7 @@ loadmodule "sanity.so"
 loadmodule "db_text.so"
 loadmodule "auth.so"
 loadmodule "auth_db.so"
+%(tls_module)s
 
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "default_expires", 300)
@@ -249,12 +251,16 @@ class Kamailio:
         users: Mapping[str, str] | None = None,
         qop: bool = True,
         name: str = "kamailio",
+        tls_cert: tuple[Path, Path] | None = None,
     ) -> None:
         self.binary = require_binary("kamailio")
         self.domain = domain
         self.port = port if port is not None else free_port("sip")
         self.users = dict(users) if users is not None else {"alice": "secret", "bob": "secret"}
         self.qop = qop
+        #: (certificate, key): also listen for SIP over TLS on :attr:`tls_port`.
+        self.tls_cert = tls_cert
+        self.tls_port = free_port("sip") if tls_cert is not None else None
         self.workdir = workdir
         self.db_dir = workdir / "db"
         self.config_path = workdir / "kamailio.cfg"
@@ -304,7 +310,20 @@ class Kamailio:
 
     def render_config(self) -> str:
         """The kamailio.cfg text for these settings."""
+        tls_listen = tls_module = ""
+        if self.tls_cert is not None:
+            tls_cfg = self.workdir / "tls.cfg"
+            tls_cfg.write_text(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+                f"require_certificate = no\ncertificate = {self.tls_cert[0]}\n"
+                f"private_key = {self.tls_cert[1]}\n\n"
+                "[client:default]\nverify_certificate = no\nrequire_certificate = no\n"
+            )
+            tls_listen = f"enable_tls=yes\nlisten=tls:{LOCALHOST}:{self.tls_port}"
+            tls_module = f'loadmodule "tls.so"\nmodparam("tls", "config", "{tls_cfg}")'
         return _KAMAILIO_CFG % {
+            "tls_listen": tls_listen,
+            "tls_module": tls_module,
             "port": self.port,
             "domain": self.domain,
             # Never alias 127.0.0.1 without a port: see route[AUTH].
@@ -370,6 +389,8 @@ class Kamailio:
                     f"kamailio exited with {self._process.poll()}:\n{self._process.log_tail()}"
                 )
             wait_for_port(self.port, "tcp", timeout=timeout)
+            if self.tls_port is not None:
+                wait_for_port(self.tls_port, "tcp", timeout=timeout)
         except PeerError:
             self.stop()
             raise
