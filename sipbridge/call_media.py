@@ -18,11 +18,13 @@ from collections.abc import Callable
 from rtp.frame import MediaKind
 from rtp.jitter import JitterConfig
 from rtp.media import CallMedia, DtmfDigit, FrameReady, KeyframeRequested, MediaInactive
-from rtp.session import RtpSession
+from rtp.session import MediaCore, RtpSession
+from rtp.srtp import SrtpContext, SrtpFilter
 from rtp.track import Address, TrackConfig
 from sipbridge.ports import PortPair
 from sipbridge.registry import Stream, StreamStatus
 from sipbridge.settings import RtpSettings
+from sipbridge.sip.crypto import SrtpKeys
 from sipbridge.sip.offer_answer import NegotiatedSession, NegotiatedStream
 
 __all__ = ["CallMediaLink", "expects_media", "track_configs"]
@@ -109,7 +111,14 @@ class CallMediaLink:
             sockets[f"{config.kind}-rtp"] = pair.rtp_socket
             if not config.rtcp_mux:
                 sockets[f"{config.kind}-rtcp"] = pair.rtcp_socket
-        self.session = RtpSession(self.media, sockets, on_activity=self._dispatch)
+        # RFC 3711 SRTP for the streams whose answer carried keys (RFC 4568).
+        self._srtp_keys: dict[str, SrtpKeys] = {}
+        self.srtp: SrtpFilter | None = None
+        core: MediaCore = self.media
+        contexts = self._srtp_contexts(negotiated)
+        if contexts:
+            self.srtp = core = SrtpFilter(self.media, contexts)
+        self.session = RtpSession(core, sockets, on_activity=self._dispatch)
         self._published_frames = 0
         if stream is not None:
             for config in configs:
@@ -124,6 +133,20 @@ class CallMediaLink:
 
     async def start(self) -> None:
         await self.session.start()
+
+    def _srtp_contexts(self, negotiated: NegotiatedSession) -> dict[str, SrtpContext]:
+        """Contexts (per socket name) for the streams whose keys are new or changed."""
+        contexts: dict[str, SrtpContext] = {}
+        for stream in (negotiated.audio, negotiated.video):
+            if stream is None or stream.srtp is None or stream.kind not in ("audio", "video"):
+                continue
+            if self._srtp_keys.get(stream.kind) == stream.srtp:
+                continue
+            self._srtp_keys[stream.kind] = stream.srtp
+            keys = stream.srtp
+            context = SrtpContext(keys.suite, keys.local_key, keys.remote_key)
+            contexts[f"{stream.kind}-rtp"] = contexts[f"{stream.kind}-rtcp"] = context
+        return contexts
 
     async def stop(self) -> None:
         """Flush what the jitter buffers hold into the stream, then close the sockets."""
@@ -157,6 +180,14 @@ class CallMediaLink:
             rtcp = rtp if stream.rtcp_mux else (stream.remote_address, stream.remote_rtcp_port)
             if stream.remote_port and stream.remote_address not in ("0.0.0.0", "::"):
                 self.session.act(functools.partial(self._retarget, kind, rtp, rtcp))
+        # Same keys: nothing to do (RFC 4568 §7.1.4); new ones from the peer: rekey.
+        contexts = self._srtp_contexts(negotiated)
+        if contexts and self.srtp is not None:
+            log.info("call %s: SRTP rekeyed by the peer", self.call_id)
+            self.srtp.rekey(contexts)
+        elif contexts:
+            self.srtp = SrtpFilter(self.media, contexts)
+            self.session.core = self.srtp
         self.set_expect_media(expects_media(negotiated))
 
     def _retarget(self, kind: MediaKind, rtp: Address, rtcp: Address, now: float) -> None:

@@ -611,4 +611,5 @@ class Gateway:
             video_port=video.rtp_port if video else None,
             session_id=secrets.randbelow(2**31),
             session_version=1,
+            srtp=sip.srtp,
         )

@@ -186,6 +186,15 @@ class SipSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_port: _Port = 5060
     outbound_proxy: str | None = None
     max_message_size: Annotated[int, msgspec.Meta(ge=1024, le=1048576)] = 65535
+    #: SIP over TLS (RFC 3261 §26.2): verify the server's certificate against
+    #: ``tls_ca_file`` ("" = the system store); optional client certificate.
+    tls_verify: bool = True
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+    #: RFC 4568 SDES-SRTP on the media leg: "off", "optional" or "mandatory" (docs/media.md).
+    srtp: Literal["off", "optional", "mandatory"] = "off"
 
     def __post_init__(self) -> None:
         if not self.host:

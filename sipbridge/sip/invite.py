@@ -44,6 +44,7 @@ from sipbridge.sip.call_events import (
     MediaUpdated,
     StatusChanged,
 )
+from sipbridge.sip.crypto import SrtpRequired
 from sipbridge.sip.dialog import Dialog, DialogError
 from sipbridge.sip.invite_session import NORMAL_CLEARING, SDP, InviteSession
 from sipbridge.sip.message import (
@@ -272,6 +273,10 @@ class OutboundCall(InviteSession):
             self.negotiated = self._local.negotiate(response.body)
         except NoCommonCodecs:
             self._send_bye(now, CallStatus.FAILED, "No common codecs", response.status)
+            return
+        except SrtpRequired as exc:
+            log.warning("call %s: %s", self.call_id, exc)
+            self._send_bye(now, CallStatus.FAILED, "SRTP required", response.status)
             return
         except SdpError as exc:
             log.warning("call %s: bad SDP answer: %s", self.call_id, exc)

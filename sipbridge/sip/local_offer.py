@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from sipbridge.sip.crypto import generate_key
 from sipbridge.sip.offer_answer import (
     MediaOfferConfig,
     NegotiatedSession,
@@ -32,6 +33,11 @@ class LocalOffer:
     """The offer in force, its ``o=`` version, and the one to restore on refusal (RFC 3264)."""
 
     def __init__(self, media: MediaOfferConfig) -> None:
+        if media.srtp != "off" and not media.srtp_keys:
+            # One master key per stream for the dialog's life (RFC 4568 §6.1); re-offers and
+            # answers to re-INVITEs keep it, so only the peer ever rekeys.
+            keys = {kind: generate_key() for kind in ("audio", "video") if media.port(kind)}
+            media = replace(media, srtp_keys=keys)
         self.media = media
         self.current: SessionDescription = build_offer(media)
         #: The ``o=`` version of the last SDP we sent, offer or answer.

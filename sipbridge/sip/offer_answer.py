@@ -9,9 +9,16 @@ offer, :func:`negotiate` reads the callee's answer into :class:`NegotiatedSessio
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import KW_ONLY, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field, replace
 
+from sipbridge.sip.crypto import (
+    SrtpKeys,
+    SrtpMode,
+    SrtpRequired,
+    crypto_attributes,
+    offered_cryptos,
+)
 from sipbridge.sip.sdp import (
     _HEX6_RE,
     _HOLD_ADDRESSES,
@@ -121,6 +128,10 @@ class MediaOfferConfig:
     rtcp_mux: bool = False
     direction: str = "sendrecv"
     username: str = "sipbridge"
+    #: RFC 4568 SDES-SRTP (see :mod:`sipbridge.sip.crypto`) and our master key||salt per
+    #: kind ("audio", "video"); :class:`~sipbridge.sip.local_offer.LocalOffer` fills it.
+    srtp: SrtpMode = "off"
+    srtp_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.address or any(c.isspace() for c in self.address):
@@ -136,6 +147,8 @@ class MediaOfferConfig:
             raise ValueError(f"bad direction {self.direction!r}")
         if self.session_id < 0 or self.session_version < 0:
             raise ValueError("session_id and session_version must not be negative")
+        if self.srtp not in ("off", "optional", "mandatory"):
+            raise ValueError(f"bad srtp mode {self.srtp!r}")
 
     def codecs(self, kind: str) -> list[Codec]:
         """Our codecs for ``kind`` in preference order, with their offer payload types."""
@@ -162,7 +175,8 @@ def _session(config: MediaOfferConfig) -> SessionDescription:
 
 def build_offer(config: MediaOfferConfig) -> SessionDescription:
     """The gateway's initial offer (RFC 3264 §5): an audio and/or a video RTP/AVP stream
-    with the configured codecs, always an explicit direction attribute."""
+    with the configured codecs, always an explicit direction attribute. With SRTP the
+    streams carry ``a=crypto`` (RFC 4568 §6), on RTP/SAVP when SRTP is mandatory."""
     if config.audio_port is None and config.video_port is None:
         raise ValueError("an offer needs an audio or a video port")
     sdp = _session(config)
@@ -170,9 +184,12 @@ def build_offer(config: MediaOfferConfig) -> SessionDescription:
         port = config.port(kind)
         if port is None:
             continue
-        media = MediaDescription(kind, port, "RTP/AVP", [], direction=config.direction)
+        proto = "RTP/SAVP" if config.srtp == "mandatory" else "RTP/AVP"
+        media = MediaDescription(kind, port, proto, [], direction=config.direction)
         media.rtcp_mux = config.rtcp_mux
         media.set_codecs(config.codecs(kind), _VIDEO_RTCP_FB if kind == "video" else ())
+        if config.srtp != "off":
+            media.attributes.extend(crypto_attributes(_srtp_key(config, kind)))
         sdp.media.append(media)
     return sdp
 
@@ -193,6 +210,8 @@ class NegotiatedStream:
     telephone_event_pt: int | None
     direction: str
     local_port: int
+    #: The stream's SRTP keys (RFC 4568), None for plain RTP.
+    srtp: SrtpKeys | None = None
 
 
 @dataclass
@@ -252,6 +271,30 @@ def _stream(
     )
 
 
+def _srtp_key(config: MediaOfferConfig, kind: str) -> bytes:
+    key = config.srtp_keys.get(kind)
+    if key is None:
+        raise ValueError(f"srtp is {config.srtp!r} but there is no key for {kind}")
+    return key
+
+
+def _answer_srtp(index: int, ours: MediaDescription, theirs: MediaDescription) -> SrtpKeys | None:
+    """The keys of one answered stream (RFC 4568 §7.1.3): the answer's ``a=crypto`` must
+    carry a tag and suite we offered. A plain answer to a mandatory (RTP/SAVP) offer
+    raises :class:`SrtpRequired`."""
+    offered = {(c.tag, c.suite): c for c in offered_cryptos(ours)}
+    if not offered:
+        return None
+    chosen = next((c for c in offered_cryptos(theirs) if (c.tag, c.suite) in offered), None)
+    if chosen is not None:
+        return SrtpKeys(chosen.suite, offered[chosen.tag, chosen.suite].key, chosen.key)
+    if ours.proto.startswith("RTP/SAVP") or theirs.proto.startswith("RTP/SAVP"):
+        raise SrtpRequired(
+            f"m= line {index}: SRTP required but the answer has no a=crypto matching our offer"
+        )
+    return None
+
+
 def _accept(remote: Sequence[Codec], ours: Sequence[Codec]) -> list[tuple[Codec, Codec]]:
     pairs: list[tuple[Codec, Codec]] = []
     for theirs in remote:
@@ -269,7 +312,8 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> Negotiat
     (the answerer's preference wins); telephone-event alone is not usable. A connection
     address of 0.0.0.0 (RFC 2543 hold, RFC 3264 §8.4; "::" likewise) makes the stream's
     direction "inactive" whatever its direction attribute says. Raises
-    :class:`NoCommonCodecs` when neither audio nor video is left.
+    :class:`NoCommonCodecs` when neither audio nor video is left, :class:`SrtpRequired`
+    when a stream offered as RTP/SAVP is answered without a matching ``a=crypto``.
     """
     if len(offer.media) != len(answer.media):
         raise SdpError(f"answer has {len(answer.media)} m= lines, offer had {len(offer.media)}")
@@ -284,6 +328,7 @@ def negotiate(offer: SessionDescription, answer: SessionDescription) -> Negotiat
         accepted = _accept(theirs.codecs, ours.codecs)
         stream = _stream(index, theirs, answer, accepted, ours.port, ours.rtcp_mux)
         if stream is not None:
+            stream.srtp = _answer_srtp(index, ours, theirs)
             streams[ours.kind] = stream
     if not streams:
         raise NoCommonCodecs("No common codecs")
@@ -310,7 +355,10 @@ def answer_offer(
     """Answer an offer from the peer, e.g. a re-INVITE for hold or refresh (RFC 3264 §6).
 
     One m= line per offered one, in order; a stream is rejected (port 0) when we have no
-    port for its kind, its profile is not plain RTP/AVP(F), or no codec is in common.
+    port for its kind, its profile is not RTP/AVP(F) or RTP/SAVP(F), or no codec is in
+    common. With SRTP on, the first supported ``a=crypto`` is accepted and answered with
+    our key (RFC 4568 §7.1.2); RTP/SAVP without one, or a plain offer while SRTP is
+    mandatory, is rejected.
     Codecs keep the offer's order and payload numbers, the previously used codec first
     while still offered. The direction mirrors the offer's (§6.1: sendonly -> recvonly,
     recvonly -> sendonly, inactive -> inactive) within ``config.direction``; c=0.0.0.0
@@ -322,11 +370,14 @@ def answer_offer(
     for index, remote in enumerate(remote_offer.media, 1):
         port = config.port(remote.kind)
         accepted: list[tuple[Codec, Codec]] = []
+        crypto = next(iter(offered_cryptos(remote)), None) if config.srtp != "off" else None
+        secure = remote.proto in ("RTP/SAVP", "RTP/SAVPF")
         usable = (
             port is not None
             and remote.port != 0
             and remote.kind not in streams
-            and remote.proto in ("RTP/AVP", "RTP/AVPF")
+            and remote.proto in ("RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF")
+            and (crypto is not None or not (secure or config.srtp == "mandatory"))
         )
         if usable:
             accepted = _accept(remote.codecs, config.codecs(remote.kind))
@@ -349,6 +400,9 @@ def answer_offer(
             )
             continue
         streams[remote.kind] = stream
+        if crypto is not None:
+            local_key = _srtp_key(config, remote.kind)
+            stream.srtp = SrtpKeys(crypto.suite, local_key, crypto.key)
         remote_send, remote_recv = _CAN[stream.direction]
         our_send, our_recv = _CAN[config.direction]
         media = MediaDescription(
@@ -363,6 +417,9 @@ def answer_offer(
             [replace(theirs, fmtp=dict(mine.fmtp), rtcp_fb=[]) for theirs, mine in accepted],
             _VIDEO_RTCP_FB if remote.kind == "video" else (),
         )
+        if stream.srtp is not None and crypto is not None:
+            key = stream.srtp.local_key
+            media.attributes.extend(crypto_attributes(key, crypto.tag, crypto.suite))
         answer.media.append(media)
     if not streams:
         raise NoCommonCodecs("No common codecs")

@@ -55,12 +55,14 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 from sipbridge.logs import SIP_TRACE_LOGGER, redact
 from sipbridge.sip.address import Target
+from sipbridge.sip.crypto import mask_crypto_keys
 from sipbridge.sip.message import SipRequest, SipResponse, StreamFramer, parse_message
 
 __all__ = [
@@ -531,7 +533,7 @@ class SipTransport:
         if not (self._trace and trace_log.isEnabledFor(logging.DEBUG)):
             return
         where = "from" if direction == "recv" else "to"
-        text = redact(data.decode("utf-8", "replace"))
+        text = mask_crypto_keys(redact(data.decode("utf-8", "replace")))
         trace_log.debug(
             "%s %d bytes %s %s\n%s",
             direction,
