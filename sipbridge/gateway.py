@@ -233,6 +233,10 @@ class Gateway:
         existing = self._calls.get(request.call_id)
         if existing is not None and not existing.is_final:
             raise Conflict(f"callId {request.call_id!r} is in use", field="callId")
+        limit = self.settings.sip.max_calls
+        active = sum(1 for call in self._calls.values() if not call.is_final)
+        if active >= limit:
+            raise Conflict(f"too many calls: {active} active, [sip] max_calls is {limit}")
         push_target = call_push_target(request)
         if push_target is not None:
             # A bad URL is the caller's 400 before anything is reserved.

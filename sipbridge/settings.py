@@ -186,6 +186,8 @@ class SipSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_port: _Port = 5060
     outbound_proxy: str | None = None
     max_message_size: Annotated[int, msgspec.Meta(ge=1024, le=1048576)] = 65535
+    #: Calls not yet ended at once; /call/startup beyond it is refused (409).
+    max_calls: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
     #: SIP over TLS (RFC 3261 §26.2): verify the server's certificate against
     #: ``tls_ca_file`` ("" = the system store); optional client certificate.
     tls_verify: bool = True
