@@ -324,8 +324,6 @@ class RtmpPusher:
         if self._stopped:
             return
         self._stopped = True
-        self._stopping.set()
-        self._wake.set()
         if self._writer is None:
             self._release_secrets()  # never started: no writer will release them
         if self._reader is not None:
@@ -337,6 +335,10 @@ class RtmpPusher:
             while (frame := self._subscription.get_nowait()) is not None:
                 self._offer(frame)
             self._subscription.close()
+        # Only now (as the recorder does): the writer takes "stopping and nothing
+        # queued" as the end of the drain, so the tail must be queued first.
+        self._stopping.set()
+        self._wake.set()
         writer = self._writer
         if writer is not None:
             if self._opening:
@@ -359,8 +361,10 @@ class RtmpPusher:
             async for frame in self._subscription:
                 self._offer(frame)
         finally:
-            self._ended = True
-            self._wake.set()
+            # After stop() the end is its business: it queues what is left first.
+            if not self._stopped:
+                self._ended = True
+                self._wake.set()
 
     def _offer(self, frame: MediaFrame) -> None:
         video = frame.kind == "video"
