@@ -354,6 +354,14 @@ class RtmpPusher:
         if not self.status.is_final:
             self._set_status(PushStatus.STOPPED, self.info)
 
+    @property
+    def dropped(self) -> int:
+        """Frames this push lost: its own queue's overflow and the video it then skipped
+        (``stats.dropped``), plus what its stream subscription dropped before the reader
+        took it (the registry's per-subscriber queue, :class:`Subscription`)."""
+        lost_upstream = self._subscription.dropped if self._subscription is not None else 0
+        return self.stats.dropped + lost_upstream
+
     # -- reader task ------------------------------------------------------------------------
     async def _read(self) -> None:
         assert self._subscription is not None

@@ -64,6 +64,10 @@ class FakePusher:
         self.stopped = True
         self.status = PushStatus.STOPPED
 
+    @property
+    def dropped(self) -> int:
+        return self.stats.dropped
+
     def mute(self, muted: bool) -> None:
         self.muted.append(muted)
 

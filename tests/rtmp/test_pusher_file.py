@@ -326,3 +326,19 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def test_dropped_counts_what_the_stream_subscription_dropped(clip: Clip) -> None:
+    """A frame the registry dropped for this push's subscription is lost to the push
+    too: ``dropped`` (what /push/find and /metrics report) includes it."""
+    stream = Stream("test")
+    stream.track("video")
+    stream.keyframe_interval = 0.0
+    pusher = RtmpPusher(stream, PushConfig(url="unused.flv", queue_frames=3))
+    pusher._subscription = stream.subscribe(max_queue=2)
+    for frame in clip.video[:3]:  # nobody reads: the third overflows the subscription
+        stream.publish(frame)
+    assert pusher._subscription.dropped >= 1
+    assert pusher.stats.dropped == 0
+    assert pusher.dropped == pusher._subscription.dropped
+    pusher._subscription.close()
