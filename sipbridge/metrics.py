@@ -528,6 +528,15 @@ class LoopLagMonitor:
 
 
 # -- the gateway's registry -------------------------------------------------------------------
+def _running_tasks() -> float:
+    """The tasks of the running loop not yet done; 0 when scraped off the loop's thread
+    (a leak shows as a count that keeps rising while the calls stay level)."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # no running event loop in this thread
+        return 0.0
+
+
 class GatewayMetrics:
     """The Prometheus registry of one gateway and what feeds it (module doc).
 
@@ -555,6 +564,12 @@ class GatewayMetrics:
             "The last event-loop lag measured",
             registry=self.registry,
         )
+        self.tasks = Gauge(
+            "sipbridge_asyncio_tasks",
+            "Tasks not yet done on the gateway's event loop",
+            registry=self.registry,
+        )
+        self.tasks.set_function(_running_tasks)
         if process:
             ProcessCollector(registry=self.registry)
         self.lag_monitor = LoopLagMonitor(self.observe_loop_lag, interval=lag_interval)

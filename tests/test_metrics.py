@@ -550,6 +550,23 @@ async def test_gateway_metrics_lifecycle_and_formats(source: FakeSource) -> None
     assert body.endswith(b"# EOF\n")
 
 
+async def test_asyncio_tasks_counts_the_loops_unfinished_tasks(source: FakeSource) -> None:
+    metrics = GatewayMetrics(source, process=False)
+    before = value(samples(metrics.render()[0].decode()), "sipbridge_asyncio_tasks")
+    assert before >= 1  # this test's own task
+    release = asyncio.Event()
+    extra = [asyncio.create_task(release.wait()) for _ in range(3)]
+    assert value(samples(metrics.render()[0].decode()), "sipbridge_asyncio_tasks") == before + 3
+    release.set()
+    await asyncio.gather(*extra)
+    assert value(samples(metrics.render()[0].decode()), "sipbridge_asyncio_tasks") == before
+
+
+def test_asyncio_tasks_is_zero_off_the_loop(source: FakeSource) -> None:
+    metrics = GatewayMetrics(source, process=False)
+    assert value(samples(metrics.render()[0].decode()), "sipbridge_asyncio_tasks") == 0
+
+
 def test_two_gateways_have_their_own_registries(source: FakeSource, clock: Clock) -> None:
     other = FakeSource(StreamRegistry(clock=clock))
     publishing_stream(source.streams, "s1", received=10, frames=9)
