@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -264,6 +265,8 @@ async def serve(
     events: EventFeed = app.state.events
 
     def started() -> None:
+        if settings.service.gc_freeze:
+            freeze_startup_objects()
         notifier.ready(
             f"serving: REST http://{settings.http.host}:{settings.http.port}, "
             f"SIP port {gateway.sip_port}"
@@ -282,6 +285,23 @@ async def serve(
         await watchdog.stop()
         notifier.close()
     return STOP_TIMEOUT_EXIT_STATUS if deadline.missed else 0
+
+
+def freeze_startup_objects() -> int:
+    """Collect once, then move every object still alive out of the garbage collector's
+    generations (:func:`gc.freeze`); returns how many were frozen.
+
+    What start-up loaded (modules, settings, the app, the gateway's fixed parts)
+    lives as long as the process, yet every full collection would walk it again.
+    Frozen, it is never scanned: collections during calls see only the objects the
+    calls make, so their pauses, which hold the event loop and with it every RTP
+    socket, stay short (docs/performance.md, "Garbage collection").
+    """
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    log.info("gc: %d start-up objects frozen out of collections", frozen)
+    return frozen
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:

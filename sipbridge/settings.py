@@ -504,9 +504,14 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``stop_timeout``: the longest a stop may take, from SIGTERM to the process's
     exit (seconds). Past it the service logs why and exits with status 1 instead
     of hanging; keep systemd's ``TimeoutStopSec=`` above it.
+
+    ``gc_freeze``: once the service listens, collect garbage once and move every
+    object alive then (modules, settings, the app) out of the collector's reach
+    (:func:`gc.freeze`), so later collections scan only what calls create.
     """
 
     stop_timeout: Annotated[float, msgspec.Meta(ge=2.0, le=3600.0)] = 20.0
+    gc_freeze: bool = True
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from typing import cast
@@ -10,7 +11,13 @@ from typing import cast
 import pytest
 
 from sipbridge.gateway import Gateway
-from sipbridge.service import EXIT_RESERVE, StopDeadline, stop_within
+from sipbridge.service import (
+    EXIT_RESERVE,
+    StopDeadline,
+    freeze_startup_objects,
+    stop_within,
+)
+from sipbridge.settings import ServiceSettings
 
 
 class FakeClock:
@@ -117,3 +124,18 @@ async def test_an_error_inside_stop_is_not_taken_for_the_bound() -> None:
     with pytest.raises(TimeoutError, match="a peer's own timeout"):
         await stop_within(cast(Gateway, Failing()), deadline)
     assert not deadline.missed
+
+
+def test_freeze_startup_objects_takes_them_out_of_collections() -> None:
+    gc.unfreeze()
+    try:
+        kept = [object() for _ in range(10)]
+        frozen = freeze_startup_objects()
+        assert frozen == gc.get_freeze_count() > len(kept)
+    finally:
+        gc.unfreeze()
+
+
+def test_gc_freeze_is_on_by_default_and_can_be_turned_off() -> None:
+    assert ServiceSettings().gc_freeze is True
+    assert ServiceSettings(gc_freeze=False).gc_freeze is False
