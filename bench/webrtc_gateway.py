@@ -10,14 +10,15 @@ one core) so its CPU (``/proc/PID/stat``) and RSS are its alone. It holds:
 - an egress, by ``kind``:
 
   * ``sipbridge``: :class:`~webrtc.whep.WhepSessions` with
-    ``ice_addresses=("127.0.0.1",)``, the product's WHEP path (subscription,
-    pump task and :class:`~webrtc.schedule.ViewerSchedule` per viewer,
-    :class:`~webrtc.tracks.PassthroughTrack`, aiortc senders);
+    ``ice_addresses=("127.0.0.1",)``, the product's WHEP path: one
+    :class:`~webrtc.fanout.StreamFanout` per stream (one subscription, one
+    reader task, one shared packet per frame, one release timer) feeding a
+    :class:`~webrtc.schedule.ViewerSchedule` and two
+    :class:`~webrtc.tracks.PassthroughTrack` per viewer, aiortc senders;
   * ``aiortc`` (the peer): the same frames relayed the way aiortc's own
     examples relay a live source: one source track per kind, read once, fanned
     out by :class:`aiortc.contrib.media.MediaRelay` to every viewer's sender as
-    soon as it is published (no per-viewer subscription, pump, schedule or
-    pacing). Same codec choice (:func:`webrtc.codecs.choose_codecs`), same ICE
+    soon as it is published (no schedule, pacing or keyframe handling). Same codec choice (:func:`webrtc.codecs.choose_codecs`), same ICE
     host address, same aiortc packetizer, SRTP and sockets.
 
 - a signalling server on 127.0.0.1 (one JSON line in: ``{"offer": sdp}``, one

@@ -14,8 +14,8 @@ but not decoding. Two egress kinds are ramped in turn, each in a fresh gateway:
 - ``sipbridge``: :class:`~webrtc.whep.WhepSessions` (the product);
 - ``aiortc`` (the peer): the same frames fanned out by aiortc's own
   ``MediaRelay`` to each viewer's sender as soon as they are published, with
-  no per-viewer subscription, schedule, pacing or task of ours: what aiortc
-  itself costs to send this stream to N viewers.
+  no schedule, pacing or keyframe handling of ours: what aiortc itself costs
+  to send this stream to N viewers.
 
 At each N, once every viewer is connected and sending and after a settle
 time, a window of ``--duration`` seconds measures the gateway process's CPU
