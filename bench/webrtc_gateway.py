@@ -18,8 +18,9 @@ one core) so its CPU (``/proc/PID/stat``) and RSS are its alone. It holds:
   * ``aiortc`` (the peer): the same frames relayed the way aiortc's own
     examples relay a live source: one source track per kind, read once, fanned
     out by :class:`aiortc.contrib.media.MediaRelay` to every viewer's sender as
-    soon as it is published (no schedule, pacing or keyframe handling). Same codec choice (:func:`webrtc.codecs.choose_codecs`), same ICE
-    host address, same aiortc packetizer, SRTP and sockets.
+    soon as it is published (no schedule, pacing or keyframe handling). Same
+    codec choice (:func:`webrtc.codecs.choose_codecs`), same ICE host address,
+    same aiortc packetizer, SRTP and sockets.
 
 - a signalling server on 127.0.0.1 (one JSON line in: ``{"offer": sdp}``, one
   out: ``{"answer": sdp}`` or ``{"error": text}``) for the viewer processes;
