@@ -23,10 +23,13 @@ a ``StreamStatusEvent`` per stream status change. ``gateway.hooks`` (a
 call's appKey (``[hooks]``); the REST layer's ``/events`` feed relays them too.
 See docs/library.md.
 
-Stream status changes are seen two ways: at once where the gateway makes them
-(reservation, the call's end, ``/stream/terminate``), and by a look at every
-stream each :attr:`Gateway.stream_watch_interval` seconds for the one the media
-path makes (``PUBLISHING`` on the first frame), as the registry has no listener.
+Stream status changes are heard, not looked for: the gateway listens to its
+registry (:meth:`~sipbridge.registry.StreamRegistry.add_status_listener`) from
+``start()`` to ``stop()`` and publishes each ``StreamStatusEvent`` synchronously
+where the change happens (reservation, ``PUBLISHING`` on the first frame in the
+media path, the call's end, ``/stream/terminate``). One exception keeps the
+order: a call's stream is reserved before its call exists, so ``place_call``
+announces that ``PENDING`` itself, after the call's ``NEW`` and with its appKey.
 
 ``stop()`` (SIGTERM) finishes in this order: every recording first (its files
 get their trailer and final name while the streams still flow), then every
@@ -46,6 +49,7 @@ import secrets
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -84,8 +88,6 @@ class Gateway:
     finished_call_retention = 300.0
     #: How long to wait for a REGISTER (and the un-REGISTER at the end).
     register_timeout = 32.0
-    #: How often streams are looked at for status changes made by the media path (s).
-    stream_watch_interval = 0.1
     #: How long ``stop()`` lets the hooks deliver the last events (s).
     hooks_drain_timeout = 2.0
 
@@ -105,9 +107,9 @@ class Gateway:
         #: Every typed event (:mod:`sipbridge.events`); ``events()`` subscribes to it.
         self.event_bus = EventBus(node_id=hooks.node_id or socket.gethostname())
         self.hooks = HookSender(self.event_bus, hooks)
-        # Last status published per stream (media session id).
+        # Last status published per live stream (media session id): no repeats.
         self._stream_seen: dict[str, StreamStatus] = {}
-        self._stream_watch: asyncio.Task[None] | None = None
+        self._stop_stream_listener: Callable[[], None] | None = None
         self._sip_trace = self.settings.log.sip_trace
 
     # -- lifecycle ---------------------------------------------------------------
@@ -118,7 +120,7 @@ class Gateway:
         self._endpoint.set_trace(self._sip_trace)
         self.event_bus.open()
         await self.hooks.start()
-        self._stream_watch = asyncio.create_task(self._watch_streams(), name="stream-watch")
+        self._stop_stream_listener = self.streams.add_status_listener(self._on_stream_status)
         self._started = True
 
     async def stop(self, *, timeout: float = 5.0) -> None:
@@ -144,12 +146,10 @@ class Gateway:
         await self.webrtc.close()
         await self.pushes.stop_all()
         await self._endpoint.stop()
-        if self._stream_watch is not None:
-            self._stream_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stream_watch
-            self._stream_watch = None
-        self._observe_streams()
+        if self._stop_stream_listener is not None:
+            self._stop_stream_listener()
+            self._stop_stream_listener = None
+        self._stream_seen.clear()
         self.event_bus.close()
         await self.hooks.stop(drain_timeout=self.hooks_drain_timeout)
         self._started = False
@@ -278,7 +278,7 @@ class Gateway:
         self._calls[request.call_id] = call
         call.task = asyncio.create_task(self._run_call(call), name=f"call-{request.call_id}")
         self.event_bus.publish(call.status_event())  # NEW: the call exists
-        self._observe_streams()  # its stream is PENDING
+        self._publish_stream_status(stream, stream.status, call)  # then its stream's PENDING
         # [record] auto: recorded from the reservation, so the first keyframe is in the file.
         self.recordings.stream_published(stream)
         return call
@@ -390,8 +390,7 @@ class Gateway:
             ) from None
 
     def _on_stream_terminated(self, stream: Stream) -> None:
-        """``/stream/terminate`` of a call's stream hangs the call up."""
-        self._observe_streams()  # STOPPED
+        """``/stream/terminate`` of a call's stream hangs the call up (its STOPPED is out)."""
         call = self._calls.get(stream.call_id or "")
         if call is not None and not call.is_final:
             task = asyncio.ensure_future(self.terminate_call(call.call_id))
@@ -435,35 +434,41 @@ class Gateway:
         await link.start()
         link.set_expect_media(expects_media(call.negotiated))
 
-    async def _watch_streams(self) -> None:
-        while True:
-            await asyncio.sleep(self.stream_watch_interval)
-            try:
-                self._observe_streams()
-            except Exception:
-                log.exception("stream watch failed")
+    def _on_stream_status(self, stream: Stream, status: StreamStatus) -> None:
+        """The registry's listener: a ``StreamStatusEvent`` per change, as it happens.
 
-    def _observe_streams(self) -> None:
-        """Publish a ``StreamStatusEvent`` for each stream whose status changed since the
-        last look (module docstring: why this looks rather than listens)."""
-        streams = self.streams.all()
-        live = {s.media_session_id for s in streams}
-        for stream in streams:
-            if self._stream_seen.get(stream.media_session_id) is stream.status:
-                continue
-            self._stream_seen[stream.media_session_id] = stream.status
-            call = self._calls.get(stream.call_id or "")
-            failed = stream.status is StreamStatus.FAILED
-            self.event_bus.publish(
-                stream_status_event(
-                    stream,
-                    node_id=self.event_bus.node_id,
-                    app_key=call.request.app_key if call is not None else None,
-                    info=call.info if call is not None and failed else None,
-                )
+        Runs inside ``Stream.publish`` for ``PUBLISHING``: no I/O, the bus only queues.
+        """
+        call = self._calls.get(stream.call_id or "")
+        if stream.on_terminate == self._on_stream_terminated and (
+            call is None or call.stream is not stream
+        ):
+            # Reserved by place_call, whose call is not placed yet: it announces the
+            # PENDING after the call's NEW; a stream dropped before that was never seen.
+            return
+        self._publish_stream_status(stream, status, call)
+
+    def _publish_stream_status(
+        self, stream: Stream, status: StreamStatus, call: Call | None
+    ) -> None:
+        """Publish ``stream``'s ``status`` once (``info`` of the call when FAILED)."""
+        key = stream.media_session_id
+        if self._stream_seen.get(key) is status:
+            return
+        if status.is_final:
+            self._stream_seen.pop(key, None)  # nothing follows a final status
+        else:
+            self._stream_seen[key] = status
+        failed = status is StreamStatus.FAILED
+        self.event_bus.publish(
+            stream_status_event(
+                stream,
+                node_id=self.event_bus.node_id,
+                app_key=call.request.app_key if call is not None else None,
+                status=status,
+                info=call.info if call is not None and failed else None,
             )
-        for gone in [key for key in self._stream_seen if key not in live]:
-            del self._stream_seen[gone]
+        )
 
     def _forget_old_calls(self) -> None:
         cutoff = time.monotonic() - self.finished_call_retention
@@ -579,13 +584,12 @@ class Gateway:
             if call.media is not None:
                 await call.media.stop()
             if call.stream is not None:
-                self._observe_streams()  # a PUBLISHING not yet seen goes out before the end
+                # Its UNPUBLISHED / FAILED event goes out from the registry's listener.
                 call.stream.end(
                     StreamStatus.FAILED
                     if call.status is CallStatus.FAILED
                     else StreamStatus.UNPUBLISHED
                 )
-                self._observe_streams()
                 # The call's pushes end with it ("SIP as RTMP" and /push/* alike).
                 await self.pushes.stop_stream(call.stream)
             for pair in call.ports.values():

@@ -25,6 +25,12 @@ and a keyframe is requested.
 drain its queue, then its iterator stops. Ended streams stay visible in the
 registry for ``retention`` seconds, as finished calls do in the gateway.
 
+Whoever must know of status changes (the gateway's ``StreamStatusEvent``) adds a
+listener with :meth:`StreamRegistry.add_status_listener`: it is called
+synchronously by every change (reservation, first frame, end, terminate,
+removal), once per change, never per frame: while the status stays
+``PUBLISHING``, ``publish`` pays one comparison per frame for it.
+
 Everything here runs on the event loop's thread; nothing is thread-safe.
 """
 
@@ -45,6 +51,7 @@ from rtp.frame import MediaFrame, MediaKind
 from sipbridge.errors import Conflict, InvalidRequest, NotFound
 
 __all__ = [
+    "StatusListener",
     "Stream",
     "StreamEnded",
     "StreamInfo",
@@ -58,6 +65,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+#: ``listener(stream, new_status)``, called right after ``stream.status`` changed.
+StatusListener = Callable[["Stream", "StreamStatus"], None]
 
 
 class StreamStatus(enum.StrEnum):
@@ -261,6 +270,7 @@ class Stream:
         max_gop_frames: int = 3000,
         max_gop_bytes: int = 32 * 1024 * 1024,
         on_terminate: Callable[[Stream], None] | None = None,
+        on_status: StatusListener | None = None,
     ) -> None:
         self.name = name
         self.media_session_id = str(uuid.uuid4())
@@ -271,6 +281,8 @@ class Stream:
         self.ended_at: float | None = None  # on ``clock``
         self.av_offset: float | None = None
         self.on_terminate = on_terminate
+        #: Called synchronously after each status change (the registry's listeners).
+        self.on_status = on_status
         self.keyframe_interval = keyframe_interval
         self.max_gop_frames = max_gop_frames
         self.max_gop_bytes = max_gop_bytes
@@ -311,6 +323,7 @@ class Stream:
             return
         self.status = status
         log.info("stream %s: %s", self.name, status.value, extra={"stream": self.name})
+        self._status_changed(status)
 
     # -- producer side --------------------------------------------------------------------
     def publish(self, frame: MediaFrame) -> None:
@@ -318,11 +331,16 @@ class Stream:
 
         Frames published after :meth:`end` are ignored (the producer may race the end).
         """
-        if self.status.is_final:
-            return
-        if self.status is not StreamStatus.PUBLISHING:
+        # The per-frame path: one comparison while PUBLISHING; the first frame (or one
+        # after end) goes the slow way, where set_status tells the listeners.
+        if self.status is StreamStatus.PUBLISHING:
+            self._count(frame)
+        else:
+            if self.status.is_final:
+                return
+            # Counted first: the listeners' PUBLISHING sees the first frame's track.
+            self._count(frame)
             self.set_status(StreamStatus.PUBLISHING)
-        self._count(frame)
         self._cache(frame)
         wants_keyframe = False
         for subscription in self._subscribers:
@@ -371,6 +389,7 @@ class Stream:
         for subscription in subscribers:
             subscription._finish()
         log.info("stream %s: %s", self.name, status.value, extra={"stream": self.name})
+        self._status_changed(status)
 
     # -- consumer side ----------------------------------------------------------------
     def subscribe(self, *, max_queue: int = 300, from_gop: bool = True) -> Subscription:
@@ -414,6 +433,16 @@ class Stream:
         )
 
     # -- internals ----------------------------------------------------------------------
+    def _status_changed(self, status: StreamStatus) -> None:
+        on_status = self.on_status
+        if on_status is None:
+            return
+        try:
+            on_status(self, status)
+        except Exception:
+            # A listener's failure must not break publish() or end() for the producer.
+            log.exception("stream %s: status listener failed", self.name)
+
     def _count(self, frame: MediaFrame) -> None:
         track = self.track(frame.kind)
         track.codec = frame.codec
@@ -467,6 +496,7 @@ class StreamRegistry:
         self._wall_clock = wall_clock
         # By media session id, in creation order.
         self._streams: dict[str, Stream] = {}
+        self._status_listeners: list[StatusListener] = []
 
     def reserve(
         self,
@@ -492,10 +522,30 @@ class StreamRegistry:
             wall_clock=self._wall_clock,
             keyframe_interval=self.keyframe_interval,
             on_terminate=on_terminate,
+            on_status=self._notify_status,
         )
-        stream.set_status(StreamStatus.PENDING)
+        # Registered first, so a listener told of PENDING finds the stream here.
         self._streams[stream.media_session_id] = stream
+        stream.set_status(StreamStatus.PENDING)
         return stream
+
+    def add_status_listener(self, listener: StatusListener) -> Callable[[], None]:
+        """Call ``listener(stream, status)`` at every status change of this registry's
+        streams, synchronously, right after the change; returns the unsubscribe function.
+
+        Told once per change: ``PENDING`` at :meth:`reserve`, ``PUBLISHING`` at the
+        first frame (or :meth:`Stream.set_status`), the final status at
+        :meth:`Stream.end`, :meth:`terminate` (before ``on_terminate``) and
+        :meth:`remove`. It runs inside ``publish`` on the producer's path: keep it
+        short and non-blocking. An exception it raises is logged and swallowed.
+        """
+        self._status_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._status_listeners:
+                self._status_listeners.remove(listener)
+
+        return unsubscribe
 
     def get(self, name: str) -> Stream | None:
         """The live stream named ``name``, else the latest ended one still kept."""
@@ -594,6 +644,15 @@ class StreamRegistry:
         return self.terminate(name=name, media_session_id=media_session_id).snapshot()
 
     # -- internals ------------------------------------------------------------------------
+    def _notify_status(self, stream: Stream, status: StreamStatus) -> None:
+        # A copy: a listener may unsubscribe (itself or another) while being called.
+        for listener in tuple(self._status_listeners):
+            try:
+                listener(stream, status)
+            except Exception:
+                # One failing listener neither breaks the producer nor silences the others.
+                log.exception("stream %s: status listener %r failed", stream.name, listener)
+
     def _live(self, name: str) -> Stream | None:
         for stream in self._streams.values():
             if stream.name == name and not stream.status.is_final:

@@ -20,6 +20,7 @@ from sipbridge.events import (
     Event,
     EventBus,
     EventBusClosed,
+    EventSubscription,
     StreamStatusEvent,
     call_status_event,
     stream_status_event,
@@ -237,6 +238,14 @@ async def test_call_events_follow_the_call_and_its_stream_to_their_end() -> None
 # --------------------------------------------------------------------------- the gateway
 
 
+def queued(subscription: EventSubscription) -> list[Event]:
+    """What the subscription holds right now, without awaiting."""
+    events = []
+    while (item := subscription.get_nowait()) is not None:
+        events.append(item)
+    return events
+
+
 @pytest.fixture
 def silent_callee() -> Iterator[int]:
     """A UDP port that takes SIP requests and never answers (the call stays in TRYING)."""
@@ -255,15 +264,23 @@ async def test_gateway_publishes_call_and_stream_events(silent_callee: int) -> N
         call = gw.place_call(request("g1", silent_callee))
         assert call.stream is not None
         await call.wait_for({CallStatus.PENDING}, timeout=WAIT)
-        # The media path's first frame: PUBLISHING is seen within a watch interval.
-        frame = MediaFrame("audio", "PCMU", 8000, 0, b"\xff" * 160)
-        call.stream.publish(frame)
-        async with asyncio.timeout(WAIT):
-            while True:
-                item = await everything.get()
-                if isinstance(item, StreamStatusEvent) and item.published:
-                    break
+        before = queued(everything)
+        # The call's NEW comes first, then its stream's PENDING with the call's appKey.
+        assert [(type(e).__name__, e.status) for e in before[:2]] == [
+            ("CallStatusEvent", CallStatus.NEW),
+            ("StreamStatusEvent", StreamStatus.PENDING),
+        ]
+        assert before[1].appKey == "app1"
+        # The media path's first frame: PUBLISHING is queued by publish() itself, in the
+        # same loop iteration (no await in between), and once: not per frame.
+        call.stream.publish(MediaFrame("audio", "PCMU", 8000, 0, b"\xff" * 160))
+        item = everything.get_nowait()
+        assert isinstance(item, StreamStatusEvent) and item.published
+        for pts in range(1, 50):
+            call.stream.publish(MediaFrame("audio", "PCMU", 8000, pts, b"\xff" * 160))
+        assert everything.get_nowait() is None
         assert item.name == "stream-g1" and item.appKey == "app1" and item.hasAudio
+        assert item.audioCodec == "PCMU" and item.callId == "g1" and item.info is None
         # The callee never answers: stop() CANCELs, waits briefly, then ends the call.
         await gw.stop(timeout=0.2)
     assert call.status is CallStatus.FINISH
@@ -273,6 +290,77 @@ async def test_gateway_publishes_call_and_stream_events(silent_callee: int) -> N
     streams = [e.status for e in rest if isinstance(e, StreamStatusEvent)]
     assert streams == [StreamStatus.UNPUBLISHED]
     assert gw.event_bus.closed
+
+
+async def test_terminating_a_calls_stream_is_heard_before_the_call_ends(
+    silent_callee: int,
+) -> None:
+    async with Gateway(Settings(sip=SipSettings(host="127.0.0.1", port=0))) as gw:
+        call = gw.place_call(request("t1", silent_callee))
+        await call.wait_for({CallStatus.PENDING}, timeout=WAIT)
+        everything = gw.events()
+        stopped = gw.streams.terminate(name="stream-t1")
+        # Synchronously from terminate(), before the call hears of it.
+        item = everything.get_nowait()
+        assert everything.get_nowait() is None
+        assert isinstance(item, StreamStatusEvent)
+        assert (item.status, item.appKey, item.mediaSessionId) == (
+            StreamStatus.STOPPED,
+            "app1",
+            stopped.media_session_id,
+        )
+        # The callee never answers the CANCEL: stop() ends the call.
+        await gw.stop(timeout=0.2)
+    assert call.status is CallStatus.FINISH
+    rest = [(type(e).__name__, e.status) async for e in everything]
+    # The call's end does not repeat the stream's final status.
+    assert [s for kind, s in rest if kind == "StreamStatusEvent"] == []
+    assert rest[-1] == ("CallStatusEvent", CallStatus.FINISH)
+
+
+async def test_a_failed_calls_stream_fails_with_the_calls_info(silent_callee: int) -> None:
+    gw = Gateway(Settings(sip=SipSettings(host="127.0.0.1", port=0)))
+    gw.register_timeout = 0.05  # the registrar never answers
+    async with gw:
+        mine = gw.events(call_id="f1")
+        call = gw.place_call(request("f1", silent_callee, sip_register_required=True))
+        assert await call.ended(timeout=WAIT) is CallStatus.FAILED
+        events = [(type(e).__name__, e) async for e in call.events()]
+    streams = [e for kind, e in events if kind == "StreamStatusEvent"]
+    assert [e.status for e in streams] == [StreamStatus.FAILED]  # its current status
+    seen = queued(mine)
+    kinds = [(type(e).__name__, e.status) for e in seen]
+    assert kinds[:2] == [
+        ("CallStatusEvent", CallStatus.NEW),
+        ("StreamStatusEvent", StreamStatus.PENDING),
+    ]
+    # The call fails first, then its stream, carrying the call's reason.
+    assert kinds[-2:] == [
+        ("CallStatusEvent", CallStatus.FAILED),
+        ("StreamStatusEvent", StreamStatus.FAILED),
+    ]
+    failed = seen[-1]
+    assert isinstance(failed, StreamStatusEvent)
+    assert failed.info == call.info and failed.info and failed.appKey == "app1"
+    assert [s for kind, s in kinds if kind == "StreamStatusEvent"] == ["PENDING", "FAILED"]
+
+
+async def test_streams_of_the_registry_not_placed_by_a_call_are_heard_too() -> None:
+    async with Gateway(Settings(sip=SipSettings(host="127.0.0.1", port=0))) as gw:
+        everything = gw.events()
+        side = gw.streams.reserve("side")
+        side.publish(MediaFrame("audio", "PCMU", 8000, 0, b"\xff" * 160))
+        gw.streams.remove("side")
+        got = queued(everything)
+        assert [(e.name, e.status, e.appKey) for e in got if isinstance(e, StreamStatusEvent)] == [
+            ("side", StreamStatus.PENDING, None),
+            ("side", StreamStatus.PUBLISHING, None),
+            ("side", StreamStatus.STOPPED, None),
+        ]
+    # Stopped: the gateway no longer listens (and its bus is closed).
+    gw.streams.reserve("after")
+    assert [e async for e in everything] == []
+    assert gw.streams._status_listeners == []
 
 
 async def test_place_call_takes_the_startup_fields_as_keywords(silent_callee: int) -> None:

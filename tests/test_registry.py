@@ -543,6 +543,156 @@ async def test_remove_forgets_at_once_without_telling_the_owner() -> None:
     assert registry.remove("s1") is None
 
 
+# ---- status listeners -----------------------------------------------------------------
+
+
+class StatusLog:
+    """A status listener that records ``(name, status, status seen on the stream)``."""
+
+    def __init__(self, registry: StreamRegistry | None = None) -> None:
+        self.calls: list[tuple[str, StreamStatus, StreamStatus]] = []
+        self.registry = registry
+        self.found_in_registry: list[bool] = []
+
+    def __call__(self, stream: Stream, status: StreamStatus) -> None:
+        self.calls.append((stream.name, status, stream.status))
+        if self.registry is not None:
+            self.found_in_registry.append(self.registry.get(stream.name) is stream)
+
+    @property
+    def statuses(self) -> list[str]:
+        return [status.value for _, status, _ in self.calls]
+
+
+def test_a_listener_hears_each_change_once_not_each_frame() -> None:
+    registry = StreamRegistry(clock=FakeClock())
+    heard = StatusLog(registry)
+    registry.add_status_listener(heard)
+    stream = registry.reserve("s1")
+    assert heard.statuses == ["PENDING"]
+    for n in range(200):
+        stream.publish(audio(f"a{n}"))
+        stream.publish(video(f"v{n}", key=n % 50 == 0))
+    assert heard.statuses == ["PENDING", "PUBLISHING"]
+    stream.set_status(StreamStatus.PUBLISHING)  # no change, no call
+    stream.end()
+    stream.end(StreamStatus.FAILED)  # ending twice keeps the first end
+    stream.publish(audio("late"))
+    stream.set_status(StreamStatus.PLAYING)  # an ended stream stays ended
+    assert heard.statuses == ["PENDING", "PUBLISHING", "UNPUBLISHED"]
+    # Told after the change, with the stream already in the registry at PENDING.
+    assert all(status is now for _, status, now in heard.calls)
+    assert heard.found_in_registry == [True, True, True]
+
+
+def test_the_first_frame_is_counted_before_publishing_is_heard() -> None:
+    registry = StreamRegistry(clock=FakeClock())
+    tracks: list[tuple[str, int]] = []
+
+    def on_status(stream: Stream, status: StreamStatus) -> None:
+        if status is StreamStatus.PUBLISHING:
+            audio_track = stream.tracks["audio"]
+            tracks.append((audio_track.codec, audio_track.frames))
+
+    registry.add_status_listener(on_status)
+    stream = registry.reserve("s1")
+    subscription = stream.subscribe()
+    stream.publish(audio("a1"))
+    assert tracks == [("opus", 1)]
+    assert drain(subscription) == ["a1"]
+
+
+def test_terminate_and_remove_are_heard() -> None:
+    registry = StreamRegistry(clock=FakeClock())
+    heard = StatusLog()
+    registry.add_status_listener(heard)
+    order: list[str] = []
+    registry.reserve("s1", on_terminate=lambda s: order.append(f"owner saw {s.status}"))
+    registry.add_status_listener(lambda s, status: order.append(f"heard {status}"))
+    registry.terminate(name="s1")
+    assert order == ["heard STOPPED", "owner saw STOPPED"]
+    registry.terminate(name="s1")  # already final: nothing new
+    live = registry.reserve("s2")
+    live.publish(audio("a1"))
+    registry.remove("s2")
+    registry.remove("s2")
+    assert heard.calls == [
+        ("s1", StreamStatus.PENDING, StreamStatus.PENDING),
+        ("s1", StreamStatus.STOPPED, StreamStatus.STOPPED),
+        ("s2", StreamStatus.PENDING, StreamStatus.PENDING),
+        ("s2", StreamStatus.PUBLISHING, StreamStatus.PUBLISHING),
+        ("s2", StreamStatus.STOPPED, StreamStatus.STOPPED),
+    ]
+
+
+def test_unsubscribe_stops_the_calls_and_is_idempotent() -> None:
+    registry = StreamRegistry(clock=FakeClock())
+    kept, dropped = StatusLog(), StatusLog()
+    registry.add_status_listener(kept)
+    unsubscribe = registry.add_status_listener(dropped)
+    stream = registry.reserve("s1")
+    unsubscribe()
+    unsubscribe()
+    stream.publish(audio("a1"))
+    stream.end(StreamStatus.FAILED)
+    assert kept.statuses == ["PENDING", "PUBLISHING", "FAILED"]
+    assert dropped.statuses == ["PENDING"]
+
+
+def test_a_listener_may_unsubscribe_itself_while_called() -> None:
+    registry = StreamRegistry(clock=FakeClock())
+    once: list[str] = []
+    after = StatusLog()
+
+    def first_only(stream: Stream, status: StreamStatus) -> None:
+        once.append(status.value)
+        unsubscribe()
+
+    unsubscribe = registry.add_status_listener(first_only)
+    registry.add_status_listener(after)
+    registry.reserve("s1").publish(audio("a1"))
+    assert once == ["PENDING"]
+    assert after.statuses == ["PENDING", "PUBLISHING"]  # the one after it was not skipped
+
+
+def test_a_failing_listener_never_breaks_publishing(caplog: pytest.LogCaptureFixture) -> None:
+    registry = StreamRegistry(clock=FakeClock())
+
+    def broken(stream: Stream, status: StreamStatus) -> None:
+        raise RuntimeError("listener bug")
+
+    registry.add_status_listener(broken)
+    heard = StatusLog()
+    registry.add_status_listener(heard)
+    with caplog.at_level(logging.ERROR, logger="sipbridge.registry"):
+        stream = registry.reserve("s1")
+        subscription = stream.subscribe()
+        stream.publish(audio("a1"))
+        stream.publish(audio("a2"))
+        registry.terminate(name="s1")
+    assert heard.statuses == ["PENDING", "PUBLISHING", "STOPPED"]
+    assert drain(subscription) == ["a1", "a2"]
+    assert stream.status is StreamStatus.STOPPED
+    failures = [r for r in caplog.records if "status listener" in r.getMessage()]
+    assert len(failures) == 3
+    assert all(r.exc_info is not None for r in failures)
+    assert failures[0].getMessage().startswith("stream s1: status listener <function")
+
+
+def test_a_streams_own_failing_on_status_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(stream: Stream, status: StreamStatus) -> None:
+        raise RuntimeError("listener bug")
+
+    stream = Stream("s1", clock=FakeClock(), on_status=broken)
+    subscription = stream.subscribe()
+    with caplog.at_level(logging.ERROR, logger="sipbridge.registry"):
+        stream.publish(audio("a1"))
+        stream.end()
+    assert drain(subscription) == ["a1"]
+    assert stream.status is StreamStatus.UNPUBLISHED
+    assert caplog.text.count("stream s1: status listener failed") == 2
+
+
 # ---- property: what a subscriber receives ---------------------------------------------
 
 operations = st.lists(
