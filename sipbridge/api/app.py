@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from sipbridge.api.auth import EXEMPT_PATHS, PROTECTED_PREFIXES, BearerAuthMiddleware
+from sipbridge.api.auth import EXEMPT_PATHS, PAGE_PATHS, PROTECTED_PREFIXES, BearerAuthMiddleware
 from sipbridge.api.calls import CallRoutes
 from sipbridge.api.endpoint import DEFAULT_MAX_BODY_BYTES
 from sipbridge.api.errors import (
@@ -34,8 +34,9 @@ from sipbridge.api.errors import (
     json_response,
 )
 from sipbridge.api.events import EventFeed
+from sipbridge.api.login import LoginRoutes, SessionCookie
 from sipbridge.api.openapi import OPENAPI_PATH, openapi_route
-from sipbridge.api.pages import PageRoutes
+from sipbridge.api.pages import ASSET_PREFIX, PageRoutes
 from sipbridge.api.protocol import GatewayAPI, PushesAPI, StreamsAPI, ViewersAPI
 from sipbridge.api.pushes import PushRoutes
 from sipbridge.api.recordings import RecordingRoutes, RecordingsAPI
@@ -89,8 +90,8 @@ def create_app(
 
     ``api_token``: when set (not ``None``, not ``""``), requests under ``/rest-api``
     (but the health check and ``/rest-api/openapi.json``), ``/whep`` and ``/events``
-    (but ``OPTIONS``) need
-    ``Authorization: Bearer <api_token>``.
+    (but ``OPTIONS``), and the pages, need ``Authorization: Bearer <api_token>`` or
+    the session cookie of ``POST /login`` (``sipbridge.api.login``).
     ``max_body_bytes``: larger request bodies are answered 413.
     ``streams``: the stream registry behind ``/stream/*`` (e.g. a
     :class:`~sipbridge.registry.StreamRegistry`); without it those paths are 404.
@@ -128,13 +129,20 @@ def create_app(
     if api_token:
         # The OpenAPI document holds no secret: tools fetch it before they hold a token.
         exempt = (*EXEMPT_PATHS, API_PREFIX + OPENAPI_PATH)
-        protected = (*PROTECTED_PREFIXES, METRICS_PATH)
+        protected: tuple[str, ...] = (*PROTECTED_PREFIXES, METRICS_PATH)
+        session = SessionCookie(api_token)
+        if pages:
+            # The pages sit behind the token too; browsers log in by form (login.py).
+            protected = (*protected, ASSET_PREFIX)
+            page_routes = [*LoginRoutes(session).routes(), *page_routes]
         middleware.append(
             Middleware(
                 BearerAuthMiddleware,
                 token=api_token,
                 protected_prefixes=protected,
                 exempt_paths=exempt,
+                page_paths=PAGE_PATHS if pages else (),
+                session=session,
             )
         )
     app = Starlette(

@@ -26,8 +26,9 @@ transport), which the Structs keep as strings to answer readable 400s.
 The document holds the shapes of requests and answers, nothing secret, so it is
 served without the API token (like the health check: tools fetch it before they
 hold one). When a token is configured the document declares the ``bearer``
-scheme (RFC 6750) and puts it, with the ``401``/``403`` answers, on every
-operation the token check covers. The JSON is built at the first request and
+scheme (RFC 6750) and the ``cookie`` scheme (the session cookie of ``POST
+/login``) and puts them, with the ``401``/``403`` answers, on every operation
+the token check covers (the pages included). The JSON is built at the first request and
 kept in ``app.state``.
 """
 
@@ -56,6 +57,7 @@ from sipbridge.api.bodies import (
 from sipbridge.api.endpoint import PostRoutes, json_endpoint
 from sipbridge.api.errors import ErrorBody
 from sipbridge.api.events import EVENTS_PATH, MAX_INTERVAL, MIN_INTERVAL
+from sipbridge.api.login import LOGIN_PATH, LOGOUT_PATH, SESSION_COOKIE
 from sipbridge.api.pages import ASSET_PREFIX, PAGE_FILES
 from sipbridge.api.protocol import DTMF_METHODS
 from sipbridge.api.push_bodies import StartPushBody
@@ -417,6 +419,51 @@ def _fixed_operations() -> dict[str, dict[str, Json]]:
                 "responses": {"200": {"description": "HTML", "content": html}},
             }
         },
+        LOGIN_PATH: {
+            "get": {
+                "operationId": "login_form",
+                "tags": ["pages"],
+                "summary": "The login form of the pages (when a token is set)",
+                "responses": {"200": {"description": "HTML", "content": html}},
+            },
+            "post": {
+                "operationId": "login",
+                "tags": ["pages"],
+                "summary": "Log in with the token: sets the session cookie, 303 to `next`",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "token": {"type": "string"},
+                                    "next": {"type": "string"},
+                                },
+                                "required": ["token"],
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "303": {"description": "Logged in; `Set-Cookie` and `Location` (`next`)"},
+                    "401": {"description": "No token: the form", "content": html},
+                    "403": {"description": "Wrong token: the form", "content": html},
+                    **_errors((400, 413, 415)),
+                },
+            },
+        },
+        LOGOUT_PATH: {
+            "post": {
+                "operationId": "logout",
+                "tags": ["pages"],
+                "summary": "Clear the session cookie; 303 to the console",
+                "responses": {
+                    "303": {"description": "Logged out"},
+                    **_errors((403,)),
+                },
+            }
+        },
         ASSET_PREFIX + "/{name}": {
             "get": {
                 "operationId": "page_file",
@@ -505,14 +552,17 @@ def _apply_field_schemas(components: dict[str, Json]) -> None:
         properties[field] = schema
 
 
-def _uses_bearer(app: Any) -> tuple[bool, tuple[str, ...], frozenset[str]]:
-    """Whether the token check runs, and the prefixes and exempt paths it works with."""
+def _uses_bearer(
+    app: Any,
+) -> tuple[bool, tuple[str, ...], frozenset[str], frozenset[str]]:
+    """Whether the token check runs, and the prefixes, exempt paths and page paths it uses."""
     for middleware in getattr(app, "user_middleware", ()):
         if middleware.cls is BearerAuthMiddleware:
             prefixes = tuple(middleware.kwargs.get("protected_prefixes", PROTECTED_PREFIXES))
             exempt = frozenset(middleware.kwargs.get("exempt_paths", EXEMPT_PATHS))
-            return True, prefixes, exempt
-    return False, (), frozenset()
+            pages = frozenset(middleware.kwargs.get("page_paths", ()))
+            return True, prefixes, exempt, pages
+    return False, (), frozenset(), frozenset()
 
 
 def build_openapi(app: Any) -> Json:
@@ -545,7 +595,7 @@ def build_openapi(app: Any) -> Json:
     refs = dict(zip(unique, schemas, strict=True))
 
     fixed = _fixed_operations()
-    bearer, prefixes, exempt = _uses_bearer(app)
+    bearer, prefixes, exempt, page_paths = _uses_bearer(app)
     paths: dict[str, Json] = {}
     for path, route, found in declared:
         item = paths.setdefault(path, {})
@@ -560,13 +610,14 @@ def build_openapi(app: Any) -> Json:
                     "x-undocumented": True,
                     "responses": {"200": {"description": "Not described"}},
                 }
-        protected = bearer and any(
-            path == prefix or path.startswith(prefix + "/") for prefix in prefixes
+        protected = bearer and (
+            path in page_paths
+            or any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
         )
         if protected and path not in exempt:
             for method, operation in item.items():
                 if method != "options" and "security" not in operation:
-                    operation["security"] = [{"bearer": []}]
+                    operation["security"] = [{"bearer": []}, {"cookie": []}]
                     operation["responses"].update(_errors((401, 403)))
 
     document: Json = {
@@ -590,7 +641,13 @@ def build_openapi(app: Any) -> Json:
                 "type": "http",
                 "scheme": "bearer",
                 "description": "The `[http] api_token` of the settings (RFC 6750 §2.1)",
-            }
+            },
+            "cookie": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": SESSION_COOKIE,
+                "description": "The session cookie of `POST /login` (the pages use it)",
+            },
         }
     return document
 

@@ -6,12 +6,15 @@ application only: no build step, no CDN. Every file is read once, when the
 routes are built; :data:`PAGE_FILES` lists what is served, so nothing else in
 the package directory is ever exposed.
 
-The pages carry no data: they hold no secret and need no token to be fetched.
-The data they show comes from ``/events``, ``/rest-api/*`` and ``/whep/*``,
-which check the token (the pages ask for it once and keep it in
-``sessionStorage``). A ``Content-Security-Policy`` limits every page to this
-origin, so a stray external reference fails loudly in the browser instead of
-silently depending on the network.
+The pages carry no data; the data they show comes from ``/events``,
+``/rest-api/*`` and ``/whep/*``. Still, when ``[http] api_token`` is set the
+pages and their files are behind the token like the API (a gateway's console is
+nothing to show the world): :class:`~sipbridge.api.auth.BearerAuthMiddleware`
+answers a browser without credentials with the login form of
+:mod:`sipbridge.api.login`, whose session cookie the pages' own requests then
+carry. Without a token the pages are public. A ``Content-Security-Policy``
+limits every page to this origin, so a stray external reference fails loudly in
+the browser instead of silently depending on the network.
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ CONTENT_SECURITY_POLICY: Final = (
 _HEADERS: Final = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Nothing leaves for other origins; same-origin POSTs (fetch) then carry a real
+    # Origin header, not "null" as under no-referrer (Fetch §3.1), for the CSRF check.
+    "Referrer-Policy": "same-origin",
     # The files change with the package; a reload must get the new ones.
     "Cache-Control": "no-cache",
 }

@@ -1,23 +1,27 @@
 // Shared by the console and the player: the API token, authorised fetch(), the
 // REST helper and the /events reader. Plain ES module, no dependencies.
 //
-// When the server has an API token ([http] api_token), /rest-api, /whep and
-// /events answer 401 without "Authorization: Bearer ...". The page then asks
-// for the token once (the #token-form of the page) and keeps it in
-// sessionStorage: per tab, shared with same-origin iframes (the console's
-// player), gone when the tab closes.
+// When the server has an API token ([http] api_token), the pages themselves are
+// behind it: the server answers them with its login form, and POST /login sets
+// the HttpOnly session cookie. fetch() sends that cookie on its own (same
+// origin), so after the login no token is asked for and none is held here.
+// Only if the API still answers 401/403 (the server restarted, so the cookie
+// died) the page asks for the token (the #token-form of the page), keeps it in
+// sessionStorage (per tab, shared with same-origin iframes such as the
+// console's player, gone when the tab closes) and sends it as
+// "Authorization: Bearer ...", which the server prefers to the cookie.
 //
-// /events is read with fetch() and a streaming reader, not EventSource:
-// EventSource cannot send an Authorization header.
+// /events is read with fetch() and a streaming reader, not EventSource, so the
+// Bearer fallback works there too (EventSource cannot set a header).
 
 const TOKEN_KEY = "sipbridge.apiToken";
 
-/** The API token of this tab ("" when none was asked for). */
+/** The API token of this tab ("" when none was asked for: the cookie is used). */
 export function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
 }
 
-/** `headers` plus the Authorization header when a token is known. */
+/** `headers` plus the Authorization header when a token was typed in (else the cookie). */
 export function authHeaders(headers = {}) {
   const value = token();
   return value ? { ...headers, Authorization: `Bearer ${value}` } : { ...headers };
@@ -60,7 +64,7 @@ export async function errorText(response) {
   return text || `HTTP ${response.status}`;
 }
 
-/** fetch() with the token; on 401/403 asks for the token and tries again. */
+/** fetch() with the cookie (or a typed-in token); on 401/403 asks for the token, tries again. */
 export async function apiFetch(url, options = {}) {
   for (;;) {
     const response = await fetch(url, { ...options, headers: authHeaders(options.headers) });

@@ -191,17 +191,26 @@ def test_served_without_the_token_and_declares_it() -> None:
             "type": "http",
             "scheme": "bearer",
             "description": "The `[http] api_token` of the settings (RFC 6750 §2.1)",
-        }
+        },
+        "cookie": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "sipbridge_token",
+            "description": "The session cookie of `POST /login` (the pages use it)",
+        },
     }
-    open_ops = {("/rest-api/health", "get"), (DOC, "get"), ("/", "get"), ("/player", "get")}
+    open_ops = {("/rest-api/health", "get"), (DOC, "get"), ("/login", "get"), ("/logout", "post")}
     assert client.get("/metrics").status_code == 401  # protected, so documented so
-    open_ops.add(("/web/{name}", "get"))
+    assert client.get("/").status_code == 401  # the pages too
+    assert client.get("/web/api.js").status_code == 401
     for path, method, operation in operations(document):
-        if (path, method) in open_ops or method == "options":
+        if (path, method) == ("/login", "post"):
+            assert "security" not in operation  # its 401/403 are the form's own
+        elif (path, method) in open_ops or method == "options":
             assert "security" not in operation, (path, method)
             assert "401" not in operation["responses"]
         else:
-            assert operation["security"] == [{"bearer": []}], (path, method)
+            assert operation["security"] == [{"bearer": []}, {"cookie": []}], (path, method)
             assert {"401", "403"} <= set(operation["responses"]), (path, method)
 
 

@@ -62,11 +62,14 @@ IMPORT = re.compile(r"""^\s*import\s[^;]*?from\s+["']([^"']+)["']""", re.MULTILI
 
 @pytest.fixture
 def client(gateway: FakeGateway) -> TestClient:
-    return TestClient(create_app(gateway, api_token="secret-token"))
+    """Logged in to an app with a token (the login itself: test_page_login.py)."""
+    client = TestClient(create_app(gateway, api_token="secret-token"))
+    assert client.post("/login", data={"token": "secret-token"}).status_code == 200
+    return client
 
 
 @pytest.mark.parametrize(("path", "name"), PAGES.items())
-def test_pages_are_served_as_html_without_a_token(client: TestClient, path: str, name: str) -> None:
+def test_pages_are_served_as_html(client: TestClient, path: str, name: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"] == TYPES[".html"]
