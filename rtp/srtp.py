@@ -20,6 +20,7 @@ core and never raises. pylibsrtp does the cryptography; all of this is sans-IO.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,7 +141,16 @@ class SrtpFilter:
         self.contexts = dict(contexts)
 
     def rekey(self, sockets: Mapping[str, SrtpContext]) -> None:
-        """Use new contexts for these sockets (the peer's answer changed its key)."""
+        """Use new contexts for these sockets (the peer's answer changed its key).
+
+        A new context starts from a copy of the counters of the one it replaces, so
+        a track's :class:`SrtpStats` cover the whole call whatever the re-INVITEs did."""
+        seeded: set[int] = set()  # a track's RTP and RTCP sockets share one context
+        for name, context in sockets.items():
+            old = self.contexts.get(name)
+            if old is not None and old is not context and id(context) not in seeded:
+                context.stats = dataclasses.replace(old.stats)
+                seeded.add(id(context))
         self.contexts.update(sockets)
 
     def receive(self, socket_name: str, data: bytes, source: Address, now: float) -> None:

@@ -222,6 +222,12 @@ class CallMediaLink:
             info.packets_lost = stats.lost
             info.jitter_ms = stats.jitter_seconds * 1000
             info.buffer_delay_ms = track.jitter.current_delay * 1000
+            context = self.srtp.contexts.get(f"{kind}-rtp") if self.srtp is not None else None
+            if context is not None:  # RTP and RTCP of a track share one context
+                srtp = context.stats
+                info.srtp_auth_failures = srtp.auth_failures
+                info.srtp_replay_drops = srtp.replay_failures
+                info.srtp_other_drops = srtp.other_failures
         width, height = self.media.video_dimensions()
         if width is not None and "video" in self.media.tracks:
             video = stream.track("video")

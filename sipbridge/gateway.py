@@ -543,9 +543,18 @@ class Gateway:
                 call.registration = registration
                 reg = registration
                 self._endpoint.act(reg.start)
-                await asyncio.wait_for(call.registration_settled.wait(), self.register_timeout)
+                # Still REGISTERING after the wait: reported as a timeout just below.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(call.registration_settled.wait(), self.register_timeout)
                 if registration.state is not RegistrationState.REGISTERED:
-                    call.set_status(CallStatus.FAILED, None, "Failed by registration error")
+                    # WCS keeps the prefix; the reason says why (never a credential:
+                    # a status line, "timeout" or the transport's error).
+                    reason = registration.failure_reason or "timeout"
+                    call.set_status(
+                        CallStatus.FAILED,
+                        registration.failure_status,
+                        f"Failed by registration error: {reason}",
+                    )
                     return
             try:
                 if request.has_audio:

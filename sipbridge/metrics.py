@@ -56,12 +56,13 @@ from sipbridge.call_media import CallMediaLink
 from sipbridge.callinfo import CallInfo, CallStatus
 from sipbridge.pushes import PushInfo
 from sipbridge.recording import RecordingInfo, RecordingStatus
-from sipbridge.registry import Stream, StreamInfo, StreamStatus
+from sipbridge.registry import Stream, StreamInfo, StreamStatus, TrackStats
 from sipbridge.signaling import SipCounters
 from webrtc.whep import ViewerInfo
 
 __all__ = [
     "LAG_BUCKETS",
+    "SRTP_DROP_REASONS",
     "VIEWER_STATES",
     "CallView",
     "GatewayCollector",
@@ -77,6 +78,8 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 #: A WebRTC viewer's states (``webrtc.session.ViewerSession.state``).
 VIEWER_STATES = ("new", "connecting", "connected", "closed", "failed")
 KINDS = ("audio", "video")
+#: The ``reason`` label of the SRTP drop counters (``TrackStats`` fields behind each).
+SRTP_DROP_REASONS = ("auth", "replay", "other")
 
 
 # -- what the collector reads ---------------------------------------------------------------
@@ -215,6 +218,11 @@ class _Families:
         self.stream_bytes = _counter(
             "sipbridge_stream_bytes_published", "Payload bytes published into a stream", sk
         )
+        self.stream_srtp_dropped = _counter(
+            "sipbridge_stream_srtp_dropped",
+            "Inbound SRTP/SRTCP packets dropped (RFC 3711 §3.3), by reason: auth, replay, other",
+            [*sk, "reason"],
+        )
         self.stream_av_offset = _gauge(
             "sipbridge_stream_av_offset_seconds",
             "A/V sync correction: video minus audio presentation time",
@@ -231,6 +239,11 @@ class _Families:
         )
         self.rtp_late = _counter(
             "sipbridge_rtp_packets_late", "RTP packets late, all calls", ["kind"]
+        )
+        self.srtp_dropped = _counter(
+            "sipbridge_srtp_dropped",
+            "Inbound SRTP/SRTCP packets dropped, all streams, by reason",
+            ["kind", "reason"],
         )
         self.frames = _counter(
             "sipbridge_frames_published", "Frames published, all streams", ["kind"]
@@ -315,6 +328,8 @@ class GatewayCollector(Collector):
         self._calls_ended = _Totals(1)
         # received, lost, frames, bytes per (media session id, kind)
         self._rtp = _Totals(4)
+        # SRTP drops (auth, replay, other) per (media session id, kind)
+        self._srtp = _Totals(len(SRTP_DROP_REASONS))
         self._late = _Totals(1)
         # seen, reconnects, frames, bytes, dropped per push
         self._pushes = _Totals(5)
@@ -370,10 +385,19 @@ class GatewayCollector(Collector):
         for status, count in _by_status((i.status for i in infos), StreamStatus).items():
             f.streams.add_metric([status], count)
         present: dict[Hashable, tuple[str, tuple[float, ...]]] = {}
+        srtp_present: dict[Hashable, tuple[str, tuple[float, ...]]] = {}
         for info in infos:
             for track in info.tracks:
                 values = (track.packets_received, track.packets_lost, track.frames, track.bytes)
                 present[info.media_session_id, track.kind] = (track.kind, values)
+                drops = _srtp_drops(track)
+                if drops is not None:
+                    srtp_present[info.media_session_id, track.kind] = (track.kind, drops)
+        srtp_totals = self._srtp.update(srtp_present)
+        for kind in KINDS:
+            row = srtp_totals.get(kind, [0.0] * len(SRTP_DROP_REASONS))
+            for reason, dropped in zip(SRTP_DROP_REASONS, row, strict=True):
+                f.srtp_dropped.add_metric([kind, reason], dropped)
         totals = self._rtp.update(present)
         for kind in KINDS:
             received, lost, frames, size = totals.get(kind, [0.0] * 4)
@@ -392,6 +416,10 @@ class GatewayCollector(Collector):
                 f.stream_delay.add_metric(labels, track.buffer_delay_ms / 1000.0)
                 f.stream_frames.add_metric(labels, track.frames)
                 f.stream_bytes.add_metric(labels, track.bytes)
+                drops = _srtp_drops(track)
+                if drops is not None:  # plain RTP tracks have no SRTP series
+                    for reason, count in zip(SRTP_DROP_REASONS, drops, strict=True):
+                        f.stream_srtp_dropped.add_metric([*labels, reason], count)
             if info.av_offset_ms is not None:
                 f.stream_av_offset.add_metric([name], info.av_offset_ms / 1000.0)
             f.stream_subscribers.add_metric([name], info.subscribers)
@@ -458,6 +486,17 @@ class GatewayCollector(Collector):
         transport = sip.transport
         f.sip_parse_errors.add_metric([], transport.parse_errors if transport else 0)
         f.sip_send_errors.add_metric([], transport.send_errors if transport else 0)
+
+
+def _srtp_drops(track: TrackStats) -> tuple[int, int, int] | None:
+    """A track's SRTP drops in :data:`SRTP_DROP_REASONS` order; None for plain RTP."""
+    if track.srtp_auth_failures is None:
+        return None
+    return (
+        track.srtp_auth_failures,
+        track.srtp_replay_drops or 0,
+        track.srtp_other_drops or 0,
+    )
 
 
 def _one_per_name(infos: list[StreamInfo]) -> list[StreamInfo]:

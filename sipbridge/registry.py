@@ -112,10 +112,17 @@ class TrackInfo:
     jitter_ms: float = 0.0
     buffer_delay_ms: float = 0.0
     last_pts: float | None = None
+    # Inbound SRTP packets dropped (RFC 3711 §3.3: authentication, §3.3.2: replay,
+    # other: malformed or unknown); None while the track is not SRTP.
+    srtp_auth_failures: int | None = None
+    srtp_replay_drops: int | None = None
+    srtp_other_drops: int | None = None
 
 
-class TrackStats(msgspec.Struct, kw_only=True, rename="camel"):
-    """A track as ``/stream/find`` reports it (JSON names in camelCase: ``clockRate``...)."""
+class TrackStats(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A track as ``/stream/find`` reports it (JSON names in camelCase: ``clockRate``...).
+
+    The SRTP drop counters are there only for a track that uses SRTP (RFC 3711)."""
 
     kind: str
     codec: str
@@ -130,6 +137,10 @@ class TrackStats(msgspec.Struct, kw_only=True, rename="camel"):
     packets_lost: int
     jitter_ms: float
     buffer_delay_ms: float
+    #: SRTP packets dropped by kind of failure; left out when the track is plain RTP.
+    srtp_auth_failures: int | None = None
+    srtp_replay_drops: int | None = None
+    srtp_other_drops: int | None = None
 
 
 class StreamInfo(msgspec.Struct, kw_only=True, rename="camel"):

@@ -170,7 +170,9 @@ class SipSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 5060
-    transport: Literal["udp", "tcp"] = "udp"
+    #: Transport of requests whose target names none (RFC 3261 §18.1.1; "tls": §26.2);
+    #: ``sips:`` URIs, ``;transport=`` parameters and ``sipTransport`` still override it.
+    transport: Literal["udp", "tcp", "tls"] = "udp"
     public_address: str | None = None
     public_port: _Port | None = None
     user_agent: str = DEFAULT_USER_AGENT

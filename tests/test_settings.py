@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sipbridge.callinfo import CallRequest
+from sipbridge.gateway import Gateway
 from sipbridge.settings import (
     DEFAULT_USER_AGENT,
     HttpSettings,
@@ -25,6 +27,8 @@ from sipbridge.settings import (
     parse_outbound_proxy,
     settings_from_dict,
 )
+from sipbridge.sip.address import SipUri, Target
+from sipbridge.sip.targets import uri_target
 
 REPO_SETTINGS = Path(__file__).resolve().parents[1] / "settings.toml"
 
@@ -168,9 +172,51 @@ def test_nan_and_inf_rejected() -> None:
 
 
 def test_bad_literal_lists_choices() -> None:
-    err = _error({"sip": {"transport": "tls"}})
-    assert str(err) == "settings: sip.transport: expected one of 'udp', 'tcp', got 'tls'"
+    err = _error({"sip": {"transport": "sctp"}})
+    assert str(err) == "settings: sip.transport: expected one of 'udp', 'tcp', 'tls', got 'sctp'"
     assert _error({"log": {"level": "info"}}).key == "log.level"
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+def test_sip_transport_takes_udp_tcp_and_tls(transport: str) -> None:
+    assert settings_from_dict({"sip": {"transport": transport}}).sip.transport == transport
+    env = {"SIPBRIDGE_SIP_TRANSPORT": transport}
+    assert load_settings(env=env).sip.transport == transport
+
+
+@pytest.mark.parametrize("value", ["TLS", "sctp", "sips", "", "tls "])
+def test_sip_transport_unknown_values_name_the_choices(value: str) -> None:
+    err = _error({"sip": {"transport": value}})
+    assert err.key == "sip.transport"
+    assert str(err) == (
+        f"settings: sip.transport: expected one of 'udp', 'tcp', 'tls', got {value!r}"
+    )
+
+
+async def test_sip_transport_tls_is_the_default_that_targets_override() -> None:
+    """``transport = "tls"``: a target naming no transport goes over TLS (port 5061 for a
+    URI without one, RFC 3261 §26.2); ``sipTransport``, the proxy's ``;transport=``
+    and a URI's ``;transport=`` still choose their own."""
+    gateway = Gateway(
+        Settings(sip=SipSettings(transport="tls", default_domain="127.0.0.1", default_port=5061))
+    )
+    plain = CallRequest(call_id="c1", callee="bob")
+    account = await gateway._account_for(plain)
+    assert account.proxy == Target("tls", "127.0.0.1", 5061)
+    assert account.transport == "tls"
+    udp = CallRequest(call_id="c2", callee="bob", sip_transport="UDP", sip_port=5060)
+    assert (await gateway._account_for(udp)).proxy == Target("udp", "127.0.0.1", 5060)
+    proxy = "127.0.0.2:5070;transport=tcp"
+    proxied = CallRequest(call_id="c3", callee="bob", sip_outbound_proxy=proxy)
+    assert (await gateway._account_for(proxied)).proxy == Target("tcp", "127.0.0.2", 5070)
+
+    # In-dialog targets (Contact, Record-Route) follow the same rule.
+    assert uri_target(SipUri.parse("sip:bob@192.0.2.9"), account.transport) == Target(
+        "tls", "192.0.2.9", 5061
+    )
+    assert uri_target(SipUri.parse("sip:bob@192.0.2.9;transport=udp"), "tls") == Target(
+        "udp", "192.0.2.9", 5060
+    )
 
 
 def test_optional_int_wrong_type() -> None:
@@ -305,8 +351,9 @@ def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             "SIPBRIDGE_HTTP_PORT: http.port: expected int >= 1, got '0'",
         ),
         (
-            {"SIPBRIDGE_SIP_TRANSPORT": "tls"},
-            "SIPBRIDGE_SIP_TRANSPORT: sip.transport: expected one of 'udp', 'tcp', got 'tls'",
+            {"SIPBRIDGE_SIP_TRANSPORT": "sctp"},
+            "SIPBRIDGE_SIP_TRANSPORT: sip.transport: expected one of 'udp', 'tcp', 'tls', "
+            "got 'sctp'",
         ),
         (
             {"SIPBRIDGE_LOG_JSON": "maybe"},

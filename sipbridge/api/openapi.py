@@ -283,10 +283,13 @@ def _fixed_operations() -> dict[str, dict[str, Json]]:
                 "operationId": "metrics",
                 "tags": ["service"],
                 "summary": "Prometheus metrics (docs/metrics.md)",
-                "description": "Text format 0.0.4, or OpenMetrics when `Accept` asks for it.",
+                "description": "The Prometheus text exposition format 0.0.4 "
+                "(`text/plain; version=0.0.4; charset=utf-8`), or OpenMetrics 1.0.0 "
+                "(`application/openmetrics-text; version=1.0.0; charset=utf-8`) when "
+                "`Accept` asks for it. Behind the API token when one is set.",
                 "responses": {
                     "200": {
-                        "description": "The metrics",
+                        "description": "The metrics, one family per `# HELP`/`# TYPE` pair",
                         "content": {
                             "text/plain": {"schema": {"type": "string"}},
                             "application/openmetrics-text": {"schema": {"type": "string"}},

@@ -74,6 +74,13 @@ class Registration:
         self.call_id = generate_call_id(ua.local.advertised_host)
         self.state = RegistrationState.NEW
         self.granted: int | None = None
+        #: Why the last REGISTER failed, as calls report it: the registrar's final
+        #: answer (``403 Forbidden``), ``timeout`` (Timer F, §17.1.2.2) or the
+        #: transport's reason (``TLS certificate verify failed: ...``); None after a 2xx.
+        self.failure_reason: str | None = None
+        #: The registrar's final status code behind ``failure_reason`` (None for a
+        #: timeout or a transport error: nobody answered).
+        self.failure_status: int | None = None
         self._auth = auth or ClientAuth(account.username, account.password)
         self._tag = generate_tag()
         self._cseq = 0
@@ -125,17 +132,18 @@ class Registration:
             self._auth.reset_failures()
             self._on_success(response, now)
             return
-        self._on_failure(status, response.reason, now)
+        failure = f"{status} {response.reason}".rstrip()
+        self._on_failure(status, response.reason, now, failure=failure, answered=True)
 
     def on_timeout(self, txn: ClientTransaction, now: float) -> None:
         if txn is self._txn:
             self._txn = None
-            self._on_failure(408, "Request Timeout", now)
+            self._on_failure(408, "Request Timeout", now, failure="timeout", answered=False)
 
     def on_transport_error(self, txn: ClientTransaction, reason: str, now: float) -> None:
         if txn is self._txn:
             self._txn = None
-            self._on_failure(503, f"transport error: {reason}", now)
+            self._on_failure(503, f"transport error: {reason}", now, failure=reason, answered=False)
 
     def on_request(
         self, txn: ServerTransaction | None, request: SipRequest, source: Target, now: float
@@ -206,12 +214,18 @@ class Registration:
             return
         granted = self._granted_expiry(response)
         self.granted = granted
+        self.failure_reason = self.failure_status = None
         margin = min(self.REFRESH_MARGIN, granted / 2)
         self._refresh_at = now + max(granted - margin, 1.0)
         self._set_state(RegistrationState.REGISTERED, response.status, response.reason, granted)
 
-    def _on_failure(self, status: int, reason: str, now: float) -> None:
+    def _on_failure(
+        self, status: int, reason: str, now: float, *, failure: str, answered: bool
+    ) -> None:
         log.info("REGISTER for %s failed: %s %s", self.account.aor, status, reason)
+        self.failure_reason = failure
+        # 408/503 for a timeout or transport error are ours (§8.1.3.1), not the registrar's.
+        self.failure_status = status if answered else None
         if self.state is RegistrationState.UNREGISTERING:
             self._finish(RegistrationState.UNREGISTERED, status, reason)
         elif self.state is RegistrationState.REGISTERED:

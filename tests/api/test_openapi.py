@@ -180,6 +180,29 @@ def test_whep_events_and_pages_are_described() -> None:
     assert "text/html" in document["paths"]["/"]["get"]["responses"]["200"]["content"]
 
 
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        (None, "text/plain; version=0.0.4; charset=utf-8"),
+        ("application/openmetrics-text", "application/openmetrics-text; version=1.0.0"),
+    ],
+)
+def test_metrics_is_described_as_served(accept: str | None, media_type: str) -> None:
+    """``GET /metrics`` answers one of the documented media types, in Prometheus' format."""
+    app = full_app()
+    operation = fetch(app)["paths"]["/metrics"]["get"]
+    assert operation["operationId"] == "metrics"
+    documented = operation["responses"]["200"]["content"]
+    assert set(documented) == {"text/plain", "application/openmetrics-text"}
+    assert "version=0.0.4" in operation["description"]
+    headers = {"Accept": accept} if accept else {}
+    answer = TestClient(app).get("/metrics", headers=headers)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith(media_type)
+    assert answer.headers["content-type"].split(";")[0] in documented
+    assert "# TYPE sipbridge_calls gauge" in answer.text
+
+
 def test_served_without_the_token_and_declares_it() -> None:
     app = full_app(TOKEN)
     client = TestClient(app)

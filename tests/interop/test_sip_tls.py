@@ -155,3 +155,20 @@ def test_self_signed_server_fails_the_call_with_the_reason(
         assert call["status"] == "FAILED", call
         assert "TLS certificate verify failed: self-signed certificate" in call["info"], call
         assert not [line for line in tls_kamailio.harness_lines() if "request INVITE" in line]
+
+
+def test_self_signed_server_fails_the_registration_with_the_reason(
+    tmp_path: Path, tls_kamailio: Kamailio, peers: PeerSet
+) -> None:
+    del peers
+    with tls_gateway(tmp_path / "gw", "") as gateway:  # verify against the system store
+        body = tls_body("untrusted-reg", tls_kamailio)  # sipRegisterRequired=true
+        assert gateway.post("/call/startup", body).status_code == 200
+        call, _ = gateway.wait_status("untrusted-reg", {"FAILED", "FINISH", "ESTABLISHED"})
+        assert call["status"] == "FAILED", call
+        assert call["info"] == (
+            "Failed by registration error: TLS certificate verify failed: self-signed certificate"
+        ), call
+        assert call["sipStatus"] is None, call
+        assert KAMAILIO_USERS["alice"] not in call["info"]
+        assert not [line for line in tls_kamailio.harness_lines() if "request REGISTER" in line]

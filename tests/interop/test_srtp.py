@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from sipbridge.metrics import SRTP_DROP_REASONS
 from tests.interop.baresip import Baresip, MediaSources
 from tests.interop.conftest import KAMAILIO_USERS
 from tests.interop.gateway_process import GatewayProcess
@@ -36,6 +37,7 @@ from tests.interop.test_baresip_media import (
 )
 from tests.interop.test_calls import sipp_methods, startup_body
 from tests.interop.test_calls_via_kamailio import seed_body
+from tests.interop.test_metrics import scrape
 
 pytestmark = pytest.mark.interop
 
@@ -156,6 +158,17 @@ def test_mandatory_srtp_with_baresip_publishes_decoded_media(
         assert video["width"] == VIDEO_SIZE[0] and video["height"] == VIDEO_SIZE[1]
         assert video["frames"] - first.track("video")["frames"] >= 40  # 25 fps, 3 s
         assert audio["frames"] - first.track("audio")["frames"] >= 100  # 50/s, 3 s
+        # The drop counters are there (SRTP tracks): no authentication or replay failure.
+        # baresip's first RTCP packet per track, as the call is answered, is too short
+        # for SRTCP (libsrtp: "unsupported parameter"): at most one "other" drop each.
+        metrics = scrape(gateway)
+        for kind, track in (("video", video), ("audio", audio)):
+            drops = (track["srtpAuthFailures"], track["srtpReplayDrops"], track["srtpOtherDrops"])
+            assert drops[:2] == (0, 0) and drops[2] <= 1, track
+            for reason, count in zip(SRTP_DROP_REASONS, drops, strict=True):
+                labels = {"stream": "stream-srtp-mand", "kind": kind, "reason": reason}
+                key = ("sipbridge_stream_srtp_dropped_total", frozenset(labels.items()))
+                assert metrics[key] == count, (kind, reason)
         _hang_up(gateway, "srtp-mand")
         log = gateway.log_text()
         for key in bob_keys + our_keys:
@@ -199,5 +212,8 @@ def test_optional_srtp_calls_a_plain_callee(
         assert call["status"] == "ESTABLISHED", (call, bob.diagnostics())
         offers = [m for m in bob.sip_messages() if m.direction == "recv" and "m=video" in m.body]
         assert offers and " RTP/AVP " in offers[0].body and "a=crypto:1 " in offers[0].body
-        wait_publishing(gateway, "stream-srtp-optional", timeout=10.0)
+        plain = wait_publishing(gateway, "stream-srtp-optional", timeout=10.0)
+        assert "srtpAuthFailures" not in plain.track("audio")  # plain RTP: no counters
+        names = {name for name, _ in scrape(gateway)}
+        assert "sipbridge_stream_srtp_dropped_total" not in names
         _hang_up(gateway, "srtp-optional")

@@ -177,6 +177,27 @@ def test_rekey_switches_to_the_new_remote_key() -> None:
     assert old.stats.unprotected == 0
 
 
+def test_rekey_carries_the_counters_over() -> None:
+    suite = SUITES[0]
+    media = _media()
+    core, old = _filter(media, suite)
+    sender = _callee(suite)
+    good = sender.protect(_pcmu(1))
+    core.receive("audio-rtp", good, REMOTE_RTP, 0.0)
+    core.receive("audio-rtp", good, REMOTE_RTP, 0.01)  # a replay
+    core.receive("audio-rtp", b"\x80\x00garbage", REMOTE_RTP, 0.02)
+    before = (old.stats.unprotected, old.stats.replay_failures, old.stats.dropped)
+    assert before == (1, 1, 2)
+    new_key = bytes(range(200, 230))
+    new = SrtpContext(suite, OUR_KEY, new_key)
+    core.rekey({"audio-rtp": new, "audio-rtcp": new})
+    assert (new.stats.unprotected, new.stats.replay_failures, new.stats.dropped) == before
+    assert new.stats is not old.stats
+    core.receive("audio-rtp", sender.protect(_pcmu(2)), REMOTE_RTP, 0.03)  # the old key
+    assert new.stats.auth_failures == old.stats.auth_failures + 1
+    assert new.stats.dropped == 3 and old.stats.dropped == 2
+
+
 def test_unknown_suite_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported SRTP crypto suite 'F8_128_HMAC_SHA1_80'"):
         SrtpContext("F8_128_HMAC_SHA1_80", OUR_KEY, THEIR_KEY)

@@ -191,6 +191,8 @@ def test_final_error_fails(status: int, reason: str) -> None:
     peer.reply(peer.expect_request("REGISTER"), status, to_tag="reg")
     assert registration.state is RegistrationState.FAILED
     assert events(registration)[-1] == RegistrationEvent(RegistrationState.FAILED, status, reason)
+    assert registration.failure_reason == f"{status} {reason}"
+    assert registration.failure_status == status
     assert ua.session_count == 0
     peer.run_until(100.0)
     peer.expect_nothing()
@@ -240,6 +242,7 @@ def test_no_answer_times_out_at_timer_f_with_retransmissions() -> None:
     assert events(registration)[-1] == RegistrationEvent(
         RegistrationState.FAILED, 408, "Request Timeout"
     )
+    assert (registration.failure_reason, registration.failure_status) == ("timeout", None)
     assert ua.session_count == 0
     assert ua.get_timer() is None
 
@@ -263,6 +266,34 @@ def test_transport_error_fails() -> None:
     ua.transport_error(PEER, "connection refused", peer.now)
     assert registration.state is RegistrationState.FAILED
     assert events(registration)[-1].status == 503
+    # The transport's own words, without our synthetic 503 (nobody answered).
+    assert (registration.failure_reason, registration.failure_status) == (
+        "connection refused",
+        None,
+    )
+
+
+def test_tls_verification_failure_is_the_reason() -> None:
+    ua, peer, registration = setup(proxy=Target("tls", PEER.host, 5061))
+    peer.act(registration.start)
+    ua.transport_error(
+        Target("tls", PEER.host, 5061),
+        "TLS certificate verify failed: self-signed certificate",
+        peer.now,
+    )
+    assert registration.state is RegistrationState.FAILED
+    assert registration.failure_reason == "TLS certificate verify failed: self-signed certificate"
+    assert registration.failure_status is None
+
+
+def test_wrong_password_reason_never_holds_the_password() -> None:
+    _, peer, registration = setup(password="hunter2-secret")
+    peer.act(registration.start)
+    first = peer.expect_request("REGISTER")
+    peer.reply(first, 401, to_tag="reg", headers=[challenge("n1")])
+    peer.reply(peer.expect_request("REGISTER"), 401, to_tag="reg", headers=[challenge("n2")])
+    assert registration.failure_reason == "401 Unauthorized"
+    assert registration.failure_status == 401
 
 
 def test_failed_refresh_is_retried_and_keeps_registered() -> None:
@@ -278,8 +309,15 @@ def test_failed_refresh_is_retried_and_keeps_registered() -> None:
     )
     peer.run_until(119.99)
     peer.expect_nothing()
+    assert (registration.failure_reason, registration.failure_status) == (
+        "503 Service Unavailable",
+        503,
+    )
     peer.run_until(120.0)
-    assert peer.expect_request("REGISTER").cseq.seq == refresh.cseq.seq + 1
+    retry = peer.expect_request("REGISTER")
+    assert retry.cseq.seq == refresh.cseq.seq + 1
+    peer.reply(retry, 200, to_tag="reg", headers=[granted(120)])
+    assert (registration.failure_reason, registration.failure_status) == (None, None)
 
 
 # --------------------------------------------------------------------------- removal
