@@ -29,7 +29,6 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
 
 import av
 import av.audio.fifo
@@ -38,10 +37,8 @@ import av.audio.resampler
 from av.audio.codeccontext import AudioCodecContext
 
 __all__ = [
-    "AAC_CODERS",
     "DECODERS",
     "PTS_TOLERANCE",
-    "AacCoder",
     "AacTranscoder",
     "EncodedAudio",
     "g711_silence",
@@ -83,11 +80,6 @@ class EncodedAudio:
     duration: float
 
 
-#: FFmpeg AAC encoder coefficient coders offered (``-aac_coder``).
-AacCoder = Literal["fast", "twoloop"]
-AAC_CODERS: tuple[AacCoder, ...] = ("fast", "twoloop")
-
-
 class AacTranscoder:
     """Call audio frames in, AAC-LC access units out (ISO/IEC 14496-3), mono.
 
@@ -96,9 +88,7 @@ class AacTranscoder:
     :meth:`flush` drains the encoder at the end of the stream.
     """
 
-    def __init__(
-        self, *, bitrate: int = 128_000, sample_rate: int = 48_000, coder: AacCoder = "fast"
-    ) -> None:
+    def __init__(self, *, bitrate: int = 128_000, sample_rate: int = 48_000) -> None:
         self.sample_rate = sample_rate
         self.bitrate = bitrate
         encoder = av.CodecContext.create("aac", "w")
@@ -110,11 +100,6 @@ class AacTranscoder:
         encoder.time_base = Fraction(1, sample_rate)
         # FLV sends the AudioSpecificConfig once, as the sequence header.
         encoder.flags |= av.codec.context.Flags.global_header
-        # FFmpeg's AAC encoder's coefficient coder (``-aac_coder``): "twoloop" (its
-        # default) searches scale factors harder than "fast" for about twice the
-        # CPU; on telephone audio (G.711 is 300-3400 Hz) the outputs sound the same,
-        # and the encoder is most of a push's CPU (docs/performance.md, "Load").
-        encoder.options = {"aac_coder": coder}
         encoder.open()
         self._encoder = encoder
         self.frame_size = encoder.frame_size or 1024

@@ -84,7 +84,7 @@ from typing import Literal
 
 import av
 
-from rtmp.audio import AAC_CODERS, AacCoder, g711_silence
+from rtmp.audio import g711_silence
 from rtmp.connection import RtmpError, TlsOptions
 from rtmp.flv import has_avc_config
 from rtmp.urls import describe_error, parse_rtmp_url, redact_url, url_secrets
@@ -143,7 +143,6 @@ class PushConfig:
     audio: Literal["aac", "copy"] = "aac"
     audio_bitrate: int = 128_000
     audio_sample_rate: int = 48_000
-    aac_coder: AacCoder = "fast"
     still_video: bool = False
     connect_timeout: float = 10.0
     rw_timeout: float = 10.0
@@ -162,8 +161,6 @@ class PushConfig:
             raise ValueError(f"push audio must be 'aac' or 'copy', got {self.audio!r}")
         if self.audio_sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
             raise ValueError(f"unsupported AAC sample rate {self.audio_sample_rate}")
-        if self.aac_coder not in AAC_CODERS:
-            raise ValueError(f"aac_coder must be one of {AAC_CODERS}, got {self.aac_coder!r}")
         if self.audio_bitrate <= 0 or self.rw_timeout <= 0 or self.connect_timeout <= 0:
             raise ValueError("bitrate and timeouts must be positive")
         if self.retry_initial < 0 or self.retry_max < self.retry_initial:

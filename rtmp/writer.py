@@ -209,9 +209,7 @@ class ConnectionWriter:
                 self.audio = AudioSpec(codec=copy, sample_rate=8000)
             else:
                 self.transcoder = AacTranscoder(
-                    bitrate=config.audio_bitrate,
-                    sample_rate=config.audio_sample_rate,
-                    coder=config.aac_coder,
+                    bitrate=config.audio_bitrate, sample_rate=config.audio_sample_rate
                 )
                 self.audio = AudioSpec(
                     codec="aac",

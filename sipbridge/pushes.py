@@ -288,7 +288,6 @@ class PushManager:
             audio=s.audio,
             audio_bitrate=s.audio_bitrate,
             audio_sample_rate=s.audio_sample_rate,
-            aac_coder=s.aac_coder,
             still_video=s.still_video,
             connect_timeout=s.connect_timeout,
             rw_timeout=s.rw_timeout,

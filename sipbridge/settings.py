@@ -307,15 +307,12 @@ class RtmpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     defaults) bounds the data in flight, hence how long a frozen server goes
     unnoticed. ``tls_verify`` makes ``rtmps://`` pushes check the
     server certificate against ``tls_ca_file`` ("": the system CA bundle); FFmpeg
-    does not check it by default. ``aac_coder`` is FFmpeg's AAC coefficient coder:
-    "fast" (default) costs half the CPU of "twoloop" (FFmpeg's own default), which
-    searches harder and only helps wideband audio (Opus calls).
+    does not check it by default.
     """
 
     audio: Literal["aac", "copy"] = "aac"
     audio_bitrate: Annotated[int, msgspec.Meta(ge=8000, le=512000)] = 128_000
     audio_sample_rate: int = 48_000
-    aac_coder: Literal["fast", "twoloop"] = "fast"
     still_video: bool = False
     connect_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=300.0)] = 10.0
     rw_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=300.0)] = 10.0
