@@ -36,6 +36,8 @@ import av.audio.frame
 import av.audio.resampler
 from av.audio.codeccontext import AudioCodecContext
 
+from rtmp.ffmpeg_threads import limit_ffmpeg_threads
+
 __all__ = [
     "DECODERS",
     "PTS_TOLERANCE",
@@ -45,6 +47,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# _ONE_THREAD: FFmpeg's codecs and filter graphs default to one worker thread per core
+# and start them at open(); for 20 ms audio frames they bring nothing but threads
+# (rtmp.ffmpeg_threads). The pushes' encoding runs in rtmp.writer's thread pool instead.
+limit_ffmpeg_threads()
 
 #: Call audio codec name (:class:`rtp.frame.MediaFrame` ``codec``) -> (FFmpeg decoder,
 #: sample rate, channel layout).
@@ -100,6 +107,7 @@ class AacTranscoder:
         encoder.time_base = Fraction(1, sample_rate)
         # FLV sends the AudioSpecificConfig once, as the sequence header.
         encoder.flags |= av.codec.context.Flags.global_header
+        encoder.thread_count = 1  # see _ONE_THREAD
         encoder.open()
         self._encoder = encoder
         self.frame_size = encoder.frame_size or 1024
@@ -179,6 +187,7 @@ class AacTranscoder:
         assert isinstance(decoder, AudioCodecContext)
         decoder.sample_rate = rate
         decoder.layout = layout
+        decoder.thread_count = 1  # see _ONE_THREAD
         decoder.open()
         self._decoder = decoder
         self._decoder_codec = codec
