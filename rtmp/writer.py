@@ -9,22 +9,16 @@ or stop() drains it. Errors propagate (:class:`~rtmp.connection.RtmpError`,
 :class:`OSError`, :class:`av.FFmpegError` from the AAC encoder): the pusher
 decides about retrying.
 
-AAC encoding runs off the loop, in :func:`aac_pool`'s threads, one call frame at
-a time and in order (the writer awaits each). Profiled under load it was 60-70 %
-of the gateway's CPU (docs/performance.md, "Load"); FFmpeg's encoder releases the
-GIL, so on a multi-core host the pushes' audio runs beside the event loop
-instead of delaying every call's RTP. The hand-off costs the loop a few tens of
-microseconds per frame against 0.1-0.2 ms of encoding.
+AAC encoding runs inline on the loop: well under a millisecond per 20 ms call
+frame, and the whole push costs about 1.2 % of a core per call
+(docs/performance.md); a thread would add a hand-off per frame and save nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Literal
 
 from rtmp.amf0 import AmfValue
@@ -71,20 +65,6 @@ _G711_FLV: dict[str, Literal["pcm_mulaw", "pcm_alaw"]] = {
 #: Seconds between two still pictures (``still_video``): 1 fps, every picture an IDR,
 #: so a player joining gets a keyframe within 1 s.
 STILL_INTERVAL = 1.0
-
-_aac_pool: ThreadPoolExecutor | None = None
-
-
-def aac_pool() -> ThreadPoolExecutor:
-    """The threads every push's AAC encoding runs in: one per core (at most 4), made
-    at the first use and kept for the life of the process."""
-    global _aac_pool
-    if _aac_pool is None:
-        workers = max(1, min(4, len(os.sched_getaffinity(0))))
-        _aac_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aac")
-    return _aac_pool
-
-
 _TAG_AUDIO = 8
 _TAG_VIDEO = 9
 
@@ -293,7 +273,7 @@ class ConnectionWriter:
         if frame.kind == "video":
             self._write_video(frame)
         else:
-            await self._write_audio(frame)
+            self._write_audio(frame)
         await self._sink().drain()
 
     def _write_video(self, frame: MediaFrame) -> None:
@@ -343,7 +323,7 @@ class ConnectionWriter:
             self._still_next += STILL_INTERVAL
             self.pusher.stats.bytes += len(data)
 
-    async def _write_audio(self, frame: MediaFrame) -> None:
+    def _write_audio(self, frame: MediaFrame) -> None:
         self._write_still(_pts(frame))
         spec = self.audio
         if spec is None:
@@ -358,19 +338,9 @@ class ConnectionWriter:
         if self.transcoder is None or frame.codec not in DECODERS:
             self._warn_once("acodec", "audio codec %s cannot be transcoded", frame.codec)
             return
-        # Only this writer touches its transcoder, and it waits here: one call at a time.
-        units = await asyncio.get_running_loop().run_in_executor(
-            aac_pool(),
-            functools.partial(
-                self.transcoder.feed,
-                frame.codec,
-                frame.payload,
-                _pts(frame),
-                muted=self.pusher.muted,
-            ),
+        units = self.transcoder.feed(
+            frame.codec, frame.payload, _pts(frame), muted=self.pusher.muted
         )
-        if self.sink is None:
-            return  # aborted meanwhile
         for unit in units:
             self._send_audio(aac_body(unit.data), unit.pts, len(unit.data))
 
