@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         rig = Rig(
             Path(tmp),
             pcap_seconds=args.hold_max + args.answer_timeout + 10,
-            gateway_cpu=None if args.no_pin else 1,
-            peers_cpu=None if args.no_pin else 0,
+            gateway_cpu=1 if args.pin else None,
+            peers_cpu=0 if args.pin else None,
             keep_logs=ROOT / "artifacts" / "bench" / "soak-logs",
         )
         print(machine_line(), flush=True)
@@ -361,7 +361,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--drain", type=float, default=10.0, help="seconds after the last call")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument(
+        "--pin", action="store_true", help="gateway alone on core 1, sipp and nginx on core 0"
+    )
     parser.add_argument("--out", default=str(ROOT / "artifacts/bench/soak.json"))
     return parser
 
