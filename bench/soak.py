@@ -54,6 +54,9 @@ from callrig import (
     write_json,
 )
 
+#: Seconds a hung-up call and its push have to reach FINISH / STOPPED.
+ENDING_TIMEOUT = 20.0
+
 LOSS_COUNTERS = (
     "sipbridge_rtp_packets_lost_total",
     "sipbridge_rtp_packets_late_total",
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"before the first call: {baseline}", flush=True)
             first_scrape = rig.scrape()
             live: dict[str, Live] = {}
+            ending: dict[str, Live] = {}  # hung up, their end not yet seen
             started = time.monotonic()
             stop_at = started + args.minutes * 60
             next_sample = started
@@ -102,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             last_scrape = first_scrape
             while time.monotonic() < stop_at:
                 now = time.monotonic()
-                # Hang up the calls whose time has come.
+                # Hang up the calls whose time has come; their end is checked later.
                 for call in [c for c in live.values() if c.ends <= now]:
                     del live[call.call_id]
-                    problem = _hang_up_and_check(rig, call)
+                    problem = _hang_up(rig, call)
                     if problem:
                         failures.append(problem)
                     else:
-                        ended_ok += 1
+                        call.ends = now + ENDING_TIMEOUT
+                        ending[call.call_id] = call
                 # Keep the number of calls up.
                 if len(live) < args.calls and now - last_start >= 1.0 / args.rate:
                     call_id = f"soak-{placed:06d}"
@@ -123,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                         live[call_id] = Live(call_id, now, now + hold)
                 if now >= next_check:
                     next_check = now + 5.0
-                    failures.extend(_check_live(rig, live, args.answer_timeout))
+                    problems, finished = _check(rig, live, ending, args.answer_timeout)
+                    failures.extend(problems)
+                    ended_ok += finished
                     if not rig.gateway_alive():
                         failures.append("the gateway died")
                         break
@@ -137,12 +144,18 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.02)
             # The end: hang up everything, let the gateway settle, look for leaks.
             for call in list(live.values()):
-                problem = _hang_up_and_check(rig, call)
+                problem = _hang_up(rig, call)
                 if problem:
                     failures.append(problem)
                 else:
-                    ended_ok += 1
+                    call.ends = time.monotonic() + ENDING_TIMEOUT
+                    ending[call.call_id] = call
             live.clear()
+            while ending:
+                time.sleep(1.0)
+                problems, finished = _check(rig, live, ending, args.answer_timeout)
+                failures.extend(problems)
+                ended_ok += finished
             time.sleep(args.drain)
             end_scrape = rig.scrape()
             after = _leak_figures(rig)
@@ -160,13 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if summary["passed"] else 1
 
 
-def _hang_up_and_check(rig: Rig, call: Live) -> str | None:
-    """Hang ``call`` up; a reason when it did not end as asked (None: all good)."""
+def _hang_up(rig: Rig, call: Live) -> str | None:
+    """Check that ``call`` was up and published, then hang it up; a reason if not."""
     if not call.established:  # placed since the last look: look now
-        early = _check_live(rig, {call.call_id: call}, answer_timeout=float("inf"))
+        early, _ = _check(rig, {call.call_id: call}, {}, answer_timeout=float("inf"))
         if early:
             rig.terminate(call.call_id)
             return early[0]
+        if not call.established:
+            rig.terminate(call.call_id)
+            return f"{call.call_id}: not ESTABLISHED with its push up when its time came"
     stream = rig.post("/stream/find", {"name": call.call_id})
     frames = (0, 0)
     if stream.status_code == 200 and stream.json():
@@ -175,40 +191,17 @@ def _hang_up_and_check(rig: Rig, call: Live) -> str | None:
     response = rig.terminate(call.call_id)
     if response.status_code != 200:
         return f"{call.call_id}: /call/terminate {response.status_code} {response.text[:200]}"
-    if not call.established:
-        return f"{call.call_id}: hung up before it was seen ESTABLISHED"
     if frames[0] <= 0 or frames[1] <= 0:
         return f"{call.call_id}: stream published {frames[0]} video, {frames[1]} audio frames"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        found = rig.post("/call/find", {"callId": call.call_id})
-        if found.status_code == 200 and found.json():
-            info = found.json()[0]
-            if info.get("status") in {"FINISH", "FAILED", "BUSY"}:
-                if info["status"] != "FINISH" or info.get("info") != "Normal call clearing":
-                    return f"{call.call_id}: ended {info['status']} {info.get('info')!r}"
-                return _push_stopped(rig, call.call_id, deadline)
-        time.sleep(0.1)
-    return f"{call.call_id}: not ended 10 s after /call/terminate"
+    return None
 
 
-def _push_stopped(rig: Rig, call_id: str, deadline: float) -> str | None:
-    """Wait for the push of a call that ended to finish its tail and stop; a reason if
-    it ended otherwise (FAILED) or not before ``deadline``."""
-    statuses: list[str] = []
-    while time.monotonic() < deadline:
-        pushes = rig.post("/push/find", {"streamName": call_id})
-        statuses = [p.get("status") for p in pushes.json()] if pushes.is_success else []
-        if statuses and all(s == "STOPPED" for s in statuses):
-            return None
-        if any(s == "FAILED" for s in statuses):
-            break
-        time.sleep(0.1)
-    return f"{call_id}: push {statuses} after the call ended"
-
-
-def _check_live(rig: Rig, live: dict[str, Live], answer_timeout: float) -> list[str]:
-    """Calls that failed on their own, or were not up in time."""
+def _check(
+    rig: Rig, live: dict[str, Live], ending: dict[str, Live], answer_timeout: float
+) -> tuple[list[str], int]:
+    """One look at every call: live ones that failed on their own or were not up in
+    time; hung-up ones that ended as asked (FINISH, "Normal call clearing", push
+    STOPPED) or not within :data:`ENDING_TIMEOUT`. Returns (problems, ended as asked)."""
     problems: list[str] = []
     calls, pushes = rig.calls(), rig.pushes()
     now = time.monotonic()
@@ -225,7 +218,24 @@ def _check_live(rig: Rig, live: dict[str, Live], answer_timeout: float) -> list[
             problems.append(f"{call.call_id}: {status}/{push} after {answer_timeout:.0f} s")
             del live[call.call_id]
             rig.terminate(call.call_id)
-    return problems
+    finished = 0
+    for call in list(ending.values()):
+        info = calls.get(call.call_id, {})
+        status = info.get("status")
+        push = pushes.get(call.call_id, {}).get("status")
+        if status in {"FAILED", "BUSY"} or (status == "FINISH" and push == "FAILED"):
+            problems.append(f"{call.call_id}: ended {status} {info.get('info')!r}, push {push}")
+            del ending[call.call_id]
+        elif status == "FINISH" and push == "STOPPED":
+            del ending[call.call_id]
+            if info.get("info") != "Normal call clearing":
+                problems.append(f"{call.call_id}: FINISH {info.get('info')!r}")
+            else:
+                finished += 1
+        elif now > call.ends:
+            problems.append(f"{call.call_id}: {status}/{push} {ENDING_TIMEOUT:.0f} s after BYE")
+            del ending[call.call_id]
+    return problems, finished
 
 
 def _leak_figures(rig: Rig) -> dict[str, float]:
