@@ -16,6 +16,14 @@ On an RTP socket, RTP and RTCP are told apart by the second byte as in RFC 5761
 keepalives sent to the RTP port. A packet that fails authentication or the
 replay check is dropped and counted in :class:`SrtpStats`; it never reaches the
 core and never raises. pylibsrtp does the cryptography; all of this is sans-IO.
+
+A datagram too short to hold what RFC 3711 makes mandatory (§3.1: the RTP header
+and the authentication tag; §3.4: the RTCP header, the E flag + 31-bit SRTCP
+index and the tag) cannot be SRTP at all: it is counted apart
+(``SrtpStats.short_drops``) and logged at DEBUG, without asking libsrtp (which
+would only say "unsupported parameter"). baresip 1.0 sends one such packet per
+stream as a call starts: its NAT pinhole opener, a 16-byte RTCP APP "PING"/"PONG"
+that it leaves unprotected (docs/media.md).
 """
 
 from __future__ import annotations
@@ -43,6 +51,15 @@ _PROFILES: dict[str, int] = {
 #: absorbs anyway: a keyframe burst can overtake itself by a few hundred packets.
 REPLAY_WINDOW = 1024
 _AUTH_FAILURE = "authentication failure"
+_RTP_HEADER = 12  # RFC 3550 §5.1, without CSRCs
+_RTCP_HEADER = 8  # RFC 3550 §6.4: the first header and the sender's SSRC
+_SRTCP_INDEX = 4  # RFC 3711 §3.4: E flag + 31-bit SRTCP index
+#: Authentication tag lengths (SRTP, SRTCP) in bytes (RFC 4568 §6.2.1: the _32
+#: suite shortens the SRTP tag only; SRTCP keeps 80 bits).
+_TAG_LENGTHS: dict[str, tuple[int, int]] = {
+    "AES_CM_128_HMAC_SHA1_80": (10, 10),
+    "AES_CM_128_HMAC_SHA1_32": (4, 10),
+}
 _REPLAY_FAILURES = ("replay check failed (bad index)", "replay check failed (index too old)")
 
 
@@ -59,6 +76,16 @@ def _is_rtcp(data: bytes) -> bool:
     return len(data) >= 2 and 192 <= data[1] <= 223
 
 
+def _describe(data: bytes) -> str:
+    """What a datagram too short for SRTP/SRTCP looks like, for the DEBUG log."""
+    if len(data) >= 4 and data[0] >> 6 == 2 and 192 <= data[1] <= 223:
+        words = int.from_bytes(data[2:4], "big")
+        if (words + 1) * 4 == len(data):
+            # Its length field covers the whole datagram: no SRTCP index, no tag.
+            return f"an unprotected RTCP packet (type {data[1]})"
+    return "not SRTP"
+
+
 @dataclass
 class SrtpStats:
     """What the filter did with one track's packets."""
@@ -69,11 +96,19 @@ class SrtpStats:
     replay_failures: int = 0
     other_failures: int = 0
     protect_failures: int = 0
+    #: Datagrams shorter than the smallest SRTP/SRTCP packet (RFC 3711 §3.1, §3.4),
+    #: e.g. baresip's plain RTCP APP "PING" at stream start: dropped, not failures.
+    short_drops: int = 0
+
+    @property
+    def failures(self) -> int:
+        """Inbound packets libsrtp refused (authentication, replay or other)."""
+        return self.auth_failures + self.replay_failures + self.other_failures
 
     @property
     def dropped(self) -> int:
         """Inbound packets that failed to unprotect, whatever the reason."""
-        return self.auth_failures + self.replay_failures + self.other_failures
+        return self.failures + self.short_drops
 
 
 class SrtpContext:
@@ -92,6 +127,9 @@ class SrtpContext:
         # RFC 4733 sends the end of an event three times with one sequence number.
         outbound.allow_repeat_tx = True
         self.suite = suite
+        rtp_tag, rtcp_tag = _TAG_LENGTHS[suite]
+        self._min_srtp = _RTP_HEADER + rtp_tag
+        self._min_srtcp = _RTCP_HEADER + _SRTCP_INDEX + rtcp_tag
         self._rx = pylibsrtp.Session(inbound)
         self._tx = pylibsrtp.Session(outbound)
         self.stats = SrtpStats()
@@ -100,7 +138,22 @@ class SrtpContext:
         return f"SrtpContext(suite={self.suite!r}, stats={self.stats!r})"
 
     def unprotect(self, data: bytes, rtcp: bool) -> bytes | None:
-        """The plain packet, or None (counted) when it fails authentication or replay."""
+        """The plain packet, or None (counted) when it is too short to be SRTP/SRTCP
+        or fails authentication or replay (RFC 3711 §3.3)."""
+        if len(data) < (self._min_srtcp if rtcp else self._min_srtp):
+            self.stats.short_drops += 1
+            short = self.stats.short_drops
+            if short in (1, 10, 100, 1000) or short % 10000 == 0:
+                log.debug(
+                    "%s: dropped a %d-byte datagram, too short to be protected "
+                    "(RFC 3711 %s): %s (%d so far)",
+                    "SRTCP" if rtcp else "SRTP",
+                    len(data),
+                    "§3.4" if rtcp else "§3.1",
+                    _describe(data),
+                    short,
+                )
+            return None
         try:
             plain = self._rx.unprotect_rtcp(data) if rtcp else self._rx.unprotect(data)
         except pylibsrtp.Error as exc:
@@ -111,10 +164,13 @@ class SrtpContext:
                 self.stats.replay_failures += 1
             else:
                 self.stats.other_failures += 1
-            dropped = self.stats.dropped
-            if dropped in (1, 10, 100, 1000) or dropped % 10000 == 0:
+            failures = self.stats.failures
+            if failures in (1, 10, 100, 1000) or failures % 10000 == 0:
                 log.warning(
-                    "SRTP%s packet dropped: %s (%d so far)", "C" if rtcp else "", reason, dropped
+                    "%s packet dropped: %s (%d so far)",
+                    "SRTCP" if rtcp else "SRTP",
+                    reason,
+                    failures,
                 )
             return None
         self.stats.unprotected += 1

@@ -8,12 +8,15 @@ virtual time.
 
 from __future__ import annotations
 
+import logging
+
 import pylibsrtp
 import pytest
 
 from rtp.media import CallMedia, FrameReady
 from rtp.packet import RtpPacket
-from rtp.rtcp import SenderReport, parse_compound
+from rtp.rtcp import ReceiverReport, SenderReport, parse_compound
+from rtp.session import Address
 from rtp.srtp import SrtpContext, SrtpFilter, srtp_profile
 from rtp.track import TrackConfig
 
@@ -109,7 +112,9 @@ def test_tampered_packets_are_dropped_and_counted() -> None:
     plain = _pcmu(3)
     core.receive("audio-rtp", plain, REMOTE_RTP, 0.03)  # unauthenticated plain RTP
     assert context.stats.unprotected == 1
-    assert context.stats.auth_failures + context.stats.other_failures == 3
+    assert context.stats.auth_failures == 2  # tampered, and plain RTP
+    assert context.stats.short_drops == 1  # 9 bytes: no room for a header and a tag
+    assert context.stats.other_failures == 0
     assert context.stats.replay_failures == 1
     assert context.stats.dropped == 4
     assert media.tracks["audio"].stats.packets == 1
@@ -127,6 +132,78 @@ def test_srtcp_sender_report_reaches_the_core() -> None:
     core.receive("audio-rtcp", sender.protect_rtcp(bytes(report)), REMOTE_RTCP, 0.1)
     assert context.stats.unprotected == 2
     assert media.tracks["audio"].stats.sender_reports == 1
+
+
+class _RecordingCore:
+    """A MediaCore that keeps what reaches it."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes]] = []
+
+    def receive(self, socket_name: str, data: bytes, source: Address, now: float) -> None:
+        self.received.append((socket_name, data))
+
+    def datagrams_to_send(self) -> list[tuple[str, bytes, Address]]:
+        return []
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        del now
+
+
+#: What baresip 1.0 sends on each stream's RTCP port as the call starts, before its
+#: SRTP applies (stream_start: rtcp_send_app(rtp, "PING", "PONG", 4)): RTCP APP,
+#: subtype 0, length 3 words, its SSRC, name "PING", data "PONG"; 16 bytes, no
+#: SRTCP index, no tag; as captured in tests/interop/test_srtp.py (other SSRC).
+BARESIP_PING = bytes.fromhex("80cc0003") + SSRC.to_bytes(4, "big") + b"PINGPONG"
+
+
+@pytest.mark.parametrize("socket_name", ["audio-rtcp", "audio-rtp"])
+def test_plain_rtcp_too_short_for_srtcp_is_a_short_drop(
+    socket_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    core = _RecordingCore()
+    context = SrtpContext(SUITES[0], OUR_KEY, THEIR_KEY)
+    srtp = SrtpFilter(core, {"audio-rtp": context, "audio-rtcp": context})
+    caplog.set_level(logging.DEBUG, logger="rtp.srtp")
+    srtp.receive(socket_name, BARESIP_PING, REMOTE_RTCP, 0.0)
+    assert core.received == []
+    assert context.stats.short_drops == 1 and context.stats.dropped == 1
+    assert (context.stats.auth_failures, context.stats.replay_failures) == (0, 0)
+    assert context.stats.other_failures == 0 and context.stats.failures == 0
+    # Expected and harmless: DEBUG, saying what it is, never a WARNING.
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    assert caplog.messages == [
+        "SRTCP: dropped a 16-byte datagram, too short to be protected (RFC 3711 §3.4): "
+        "an unprotected RTCP packet (type 204) (1 so far)"
+    ]
+    # A genuine SRTCP packet of the same stream still gets through afterwards.
+    rr = bytes(ReceiverReport(ssrc=SSRC))
+    srtp.receive(socket_name, _callee(SUITES[0]).protect_rtcp(rr), REMOTE_RTCP, 0.1)
+    assert core.received == [(socket_name, rr)]
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_smallest_srtp_and_srtcp_pass_and_one_byte_less_is_short(suite: str) -> None:
+    core = _RecordingCore()
+    context = SrtpContext(suite, OUR_KEY, THEIR_KEY)
+    srtp = SrtpFilter(core, {"audio-rtp": context, "audio-rtcp": context})
+    sender = _callee(suite)
+    empty = RtpPacket(payload_type=0, sequence_number=1, timestamp=0, ssrc=SSRC)
+    rtp = sender.protect(bytes(empty))
+    # RFC 3711 §3.1: header + tag (80 or 32 bits); §3.4: header + E/index + 80-bit tag.
+    assert len(rtp) == 12 + (10 if suite.endswith("_80") else 4)
+    rtcp = sender.protect_rtcp(bytes(ReceiverReport(ssrc=SSRC)))
+    assert len(rtcp) == 8 + 4 + 10
+    srtp.receive("audio-rtp", rtp[:-1], REMOTE_RTP, 0.0)
+    srtp.receive("audio-rtcp", rtcp[:-1], REMOTE_RTCP, 0.0)
+    assert context.stats.short_drops == 2 and context.stats.failures == 0
+    srtp.receive("audio-rtp", rtp, REMOTE_RTP, 0.01)
+    srtp.receive("audio-rtcp", rtcp, REMOTE_RTCP, 0.01)
+    assert context.stats.unprotected == 2 and context.stats.dropped == 2
+    assert [name for name, _ in core.received] == ["audio-rtp", "audio-rtcp"]
 
 
 @pytest.mark.parametrize("rtcp_mux", [False, True])
@@ -187,7 +264,7 @@ def test_rekey_carries_the_counters_over() -> None:
     core.receive("audio-rtp", good, REMOTE_RTP, 0.01)  # a replay
     core.receive("audio-rtp", b"\x80\x00garbage", REMOTE_RTP, 0.02)
     before = (old.stats.unprotected, old.stats.replay_failures, old.stats.dropped)
-    assert before == (1, 1, 2)
+    assert before == (1, 1, 2)  # the garbage is a short drop
     new_key = bytes(range(200, 230))
     new = SrtpContext(suite, OUR_KEY, new_key)
     core.rekey({"audio-rtp": new, "audio-rtcp": new})
