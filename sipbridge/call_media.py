@@ -228,6 +228,7 @@ class CallMediaLink:
                 info.srtp_auth_failures = srtp.auth_failures
                 info.srtp_replay_drops = srtp.replay_failures
                 info.srtp_other_drops = srtp.other_failures
+                info.srtp_short_drops = srtp.short_drops
         width, height = self.media.video_dimensions()
         if width is not None and "video" in self.media.tracks:
             video = stream.track("video")

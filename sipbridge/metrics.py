@@ -79,7 +79,7 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 VIEWER_STATES = ("new", "connecting", "connected", "closed", "failed")
 KINDS = ("audio", "video")
 #: The ``reason`` label of the SRTP drop counters (``TrackStats`` fields behind each).
-SRTP_DROP_REASONS = ("auth", "replay", "other")
+SRTP_DROP_REASONS = ("auth", "replay", "other", "short")
 
 
 # -- what the collector reads ---------------------------------------------------------------
@@ -488,7 +488,7 @@ class GatewayCollector(Collector):
         f.sip_send_errors.add_metric([], transport.send_errors if transport else 0)
 
 
-def _srtp_drops(track: TrackStats) -> tuple[int, int, int] | None:
+def _srtp_drops(track: TrackStats) -> tuple[int, int, int, int] | None:
     """A track's SRTP drops in :data:`SRTP_DROP_REASONS` order; None for plain RTP."""
     if track.srtp_auth_failures is None:
         return None
@@ -496,6 +496,7 @@ def _srtp_drops(track: TrackStats) -> tuple[int, int, int] | None:
         track.srtp_auth_failures,
         track.srtp_replay_drops or 0,
         track.srtp_other_drops or 0,
+        track.srtp_short_drops or 0,
     )
 
 

@@ -117,6 +117,7 @@ class TrackInfo:
     srtp_auth_failures: int | None = None
     srtp_replay_drops: int | None = None
     srtp_other_drops: int | None = None
+    srtp_short_drops: int | None = None
 
 
 class TrackStats(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -141,6 +142,7 @@ class TrackStats(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tru
     srtp_auth_failures: int | None = None
     srtp_replay_drops: int | None = None
     srtp_other_drops: int | None = None
+    srtp_short_drops: int | None = None
 
 
 class StreamInfo(msgspec.Struct, kw_only=True, rename="camel"):

@@ -164,6 +164,7 @@ def test_metrics_per_stream_and_gateway_totals(clock: Clock) -> None:
     srtp_stream = publishing_stream(source.streams, "secure", received=100, frames=90)
     audio = srtp_stream.track("audio")
     audio.srtp_auth_failures, audio.srtp_replay_drops, audio.srtp_other_drops = 3, 2, 1
+    audio.srtp_short_drops = 4
     publishing_stream(source.streams, "plain", received=10, frames=9, call_id="c2")
     source.calls["c1"] = FakeCall(CallStatus.ESTABLISHED, srtp_stream)
     found = scrape(collector)
@@ -173,6 +174,7 @@ def test_metrics_per_stream_and_gateway_totals(clock: Clock) -> None:
     assert value(found, name, **labels, reason="auth") == 3
     assert value(found, name, **labels, reason="replay") == 2
     assert value(found, name, **labels, reason="other") == 1
+    assert value(found, name, **labels, reason="short") == 4
     # Only SRTP tracks have the series: not the plain stream, not the secure one's video.
     assert _series(found, name) == {("secure", "audio")}
     assert value(found, "sipbridge_srtp_dropped_total", kind="audio", reason="auth") == 3
@@ -188,3 +190,4 @@ def test_metrics_per_stream_and_gateway_totals(clock: Clock) -> None:
     assert _series(found, name) == set()
     assert value(found, "sipbridge_srtp_dropped_total", kind="audio", reason="auth") == 5
     assert value(found, "sipbridge_srtp_dropped_total", kind="audio", reason="other") == 1
+    assert value(found, "sipbridge_srtp_dropped_total", kind="audio", reason="short") == 4

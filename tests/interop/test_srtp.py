@@ -158,13 +158,19 @@ def test_mandatory_srtp_with_baresip_publishes_decoded_media(
         assert video["width"] == VIDEO_SIZE[0] and video["height"] == VIDEO_SIZE[1]
         assert video["frames"] - first.track("video")["frames"] >= 40  # 25 fps, 3 s
         assert audio["frames"] - first.track("audio")["frames"] >= 100  # 50/s, 3 s
-        # The drop counters are there (SRTP tracks): no authentication or replay failure.
-        # baresip's first RTCP packet per track, as the call is answered, is too short
-        # for SRTCP (libsrtp: "unsupported parameter"): at most one "other" drop each.
+        # The drop counters are there (SRTP tracks) and all zero. baresip's plain RTCP
+        # APP "PING" per track as the call starts is a short drop, not a failure
+        # (rtp/srtp.py, docs/media.md): DEBUG only.
         metrics = scrape(gateway)
         for kind, track in (("video", video), ("audio", audio)):
-            drops = (track["srtpAuthFailures"], track["srtpReplayDrops"], track["srtpOtherDrops"])
-            assert drops[:2] == (0, 0) and drops[2] <= 1, track
+            drops = (
+                track["srtpAuthFailures"],
+                track["srtpReplayDrops"],
+                track["srtpOtherDrops"],
+                track["srtpShortDrops"],
+            )
+            assert drops[:3] == (0, 0, 0), track
+            assert drops[3] <= 1, track  # baresip's one plain "PING" per stream, if any
             for reason, count in zip(SRTP_DROP_REASONS, drops, strict=True):
                 labels = {"stream": "stream-srtp-mand", "kind": kind, "reason": reason}
                 key = ("sipbridge_stream_srtp_dropped_total", frozenset(labels.items()))
