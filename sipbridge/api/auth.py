@@ -23,6 +23,10 @@ cookie's ``SameSite=Strict``, a cookie-authenticated unsafe method (RFC 9110
 (:func:`~sipbridge.api.login.same_origin`); Bearer requests are not subject to
 it, as no browser adds that header on its own.
 
+A request let through carries :data:`~sipbridge.api.login.AUTHENTICATED_SCOPE_KEY`
+in its ASGI scope (``"bearer"`` or ``"cookie"``): the pages then show their
+"Log out" button.
+
 Readiness probes (``/rest-api/health``) are exempt, and so is every ``OPTIONS``
 request: a browser's CORS preflight never carries credentials (Fetch standard,
 "CORS-preflight request"), and it reveals nothing.
@@ -38,7 +42,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sipbridge.api.errors import error_response
-from sipbridge.api.login import SESSION_COOKIE, SessionCookie, page_challenge, same_origin
+from sipbridge.api.login import (
+    AUTHENTICATED_SCOPE_KEY,
+    SESSION_COOKIE,
+    SessionCookie,
+    page_challenge,
+    same_origin,
+)
 
 __all__ = ["EXEMPT_PATHS", "PAGE_PATHS", "PROTECTED_PREFIXES", "BearerAuthMiddleware"]
 
@@ -84,15 +94,15 @@ class BearerAuthMiddleware:
             return True
         return any(path == prefix or path.startswith(prefix + "/") for prefix in self._prefixes)
 
-    def _refusal(self, scope: Scope) -> Response | None:
-        """``None`` when the request may pass, else the 401/403 answer."""
+    def _authenticate(self, scope: Scope) -> str | Response:
+        """``"bearer"`` or ``"cookie"`` when the request may pass, else the 401/403 answer."""
         connection = HTTPConnection(scope)
         page = scope["path"] in self._pages
         scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             # Headers are latin-1 decoded by Starlette; re-encoding gives the bytes sent.
             if hmac.compare_digest(credentials.strip().encode("latin-1"), self._token):
-                return None
+                return "bearer"
             if page:
                 return page_challenge(scope, wrong=True)
             return error_response(403, "invalid bearer token")
@@ -109,14 +119,14 @@ class BearerAuthMiddleware:
             return error_response(403, "invalid session cookie")
         if scope["method"] not in _SAFE_METHODS and not same_origin(scope):
             return error_response(403, "cross-origin request refused")
-        return None
+        return "cookie"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._is_protected(scope["method"], scope["path"]):
             await self._app(scope, receive, send)
             return
-        response = self._refusal(scope)
-        if response is None:
-            await self._app(scope, receive, send)
+        outcome = self._authenticate(scope)
+        if isinstance(outcome, str):
+            await self._app({**scope, AUTHENTICATED_SCOPE_KEY: outcome}, receive, send)
             return
-        await response(scope, receive, send)
+        await outcome(scope, receive, send)

@@ -13,7 +13,13 @@ cannot add ``Authorization: Bearer`` to a page load, an ``<img>`` or an
    sets the :data:`SESSION_COOKIE` (RFC 6265 §4.1: ``HttpOnly``, ``SameSite=Strict``,
    ``Path=/``, ``Secure`` when the request came over https) and answers ``303``
    back to ``next`` (RFC 9110 §15.4.4); if wrong it shows the form again with ``403``.
-3. ``POST /logout`` clears the cookie and answers ``303`` to the console.
+   After :data:`~sipbridge.api.ratelimit.MAX_FAILURES` wrong tokens from one client
+   address within :data:`~sipbridge.api.ratelimit.WINDOW_SECONDS` it answers ``429``
+   with ``Retry-After`` (RFC 6585 §4) and the form, without comparing the token
+   (:class:`~sipbridge.api.ratelimit.LoginRateLimiter`).
+3. ``POST /logout`` clears the cookie and answers ``303`` to the console. The
+   pages served behind the token carry a "Log out" button posting there (the
+   middleware marks such requests with :data:`AUTHENTICATED_SCOPE_KEY`).
 
 The cookie holds no token: :class:`SessionCookie` gives an HMAC-SHA256 of the
 token under a key drawn at random when the app is built (RFC 2104), so a stolen
@@ -34,6 +40,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from html import escape
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
@@ -46,8 +54,10 @@ from starlette.types import Scope
 
 from sipbridge.api.endpoint import read_body
 from sipbridge.api.errors import PayloadTooLarge, error_response
+from sipbridge.api.ratelimit import LoginRateLimiter
 
 __all__ = [
+    "AUTHENTICATED_SCOPE_KEY",
     "LOGIN_PATH",
     "LOGOUT_PATH",
     "MAX_LOGIN_BODY_BYTES",
@@ -63,6 +73,9 @@ __all__ = [
 SESSION_COOKIE: Final = "sipbridge_token"
 LOGIN_PATH: Final = "/login"
 LOGOUT_PATH: Final = "/logout"
+#: ASGI scope key the token check sets on a request it let through ("bearer" or
+#: "cookie"); the pages then show their "Log out" button.
+AUTHENTICATED_SCOPE_KEY: Final = "sipbridge.authenticated"
 #: A form with a token and a ``next`` path; anything larger is not a login.
 MAX_LOGIN_BODY_BYTES: Final = 4096
 #: Longest ``next`` path kept; a longer one falls back to the console.
@@ -187,12 +200,12 @@ def _request_path(scope: Scope) -> str:
 def login_page(
     status: int, *, next_path: str, message: str, clear_cookie: bool = False
 ) -> Response:
-    """The self-contained login form (``status`` 401 or 403, or 200 on ``GET /login``).
+    """The self-contained login form (``status`` 401, 403 or 429, or 200 on ``GET /login``).
 
     ``next_path`` is escaped into a hidden field; ``clear_cookie`` also deletes a
     stale :data:`SESSION_COOKIE` (one from before a restart).
     """
-    reason_class = ' class="error"' if status == 403 else ""
+    reason_class = ' class="error"' if status in (403, 429) else ""
     body = (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -218,6 +231,18 @@ def login_page(
     return response
 
 
+def _locked_out(next_path: str, wait: int) -> Response:
+    """429 with the form and ``Retry-After: wait`` (RFC 6585 §4, RFC 9110 §10.2.3)."""
+    unit = "second" if wait == 1 else "seconds"
+    response = login_page(
+        429,
+        next_path=next_path,
+        message=f"Too many failed logins from this address. Wait {wait} {unit}, then try again.",
+    )
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 def page_challenge(scope: Scope, *, wrong: bool) -> Response:
     """The answer to a page request without (401) or with wrong (403) credentials."""
     if wrong:
@@ -233,10 +258,23 @@ def page_challenge(scope: Scope, *, wrong: bool) -> Response:
 
 
 class LoginRoutes:
-    """``GET``/``POST /login`` and ``POST /logout`` for one :class:`SessionCookie`."""
+    """``GET``/``POST /login`` and ``POST /logout`` for one :class:`SessionCookie`.
 
-    def __init__(self, session: SessionCookie) -> None:
+    ``limiter`` counts failed logins per client address (a default
+    :class:`~sipbridge.api.ratelimit.LoginRateLimiter` when not given); ``clock``
+    gives its ``now`` (monotonic seconds).
+    """
+
+    def __init__(
+        self,
+        session: SessionCookie,
+        *,
+        limiter: LoginRateLimiter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._session = session
+        self._limiter = LoginRateLimiter() if limiter is None else limiter
+        self._clock = clock
 
     def routes(self) -> list[BaseRoute]:
         """The login routes (``GET /login`` shows the form; other methods 405)."""
@@ -255,7 +293,11 @@ class LoginRoutes:
         )
 
     async def login(self, request: Request) -> Response:
-        """``POST /login`` (``token``, ``next``): 303 to ``next`` with the cookie, or 403."""
+        """``POST /login`` (``token``, ``next``): 303 to ``next`` with the cookie, or 403.
+
+        429 with ``Retry-After`` (RFC 6585 §4) while the client address is locked
+        out for too many failures; the token is then not even compared.
+        """
         if not same_origin(request.scope):
             return error_response(403, "cross-origin request refused")
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -271,10 +313,18 @@ class LoginRoutes:
             return error_response(400, "malformed form")
         token = fields.get("token", [""])[0].strip()
         next_path = safe_next(fields.get("next", ["/"])[0])
+        # The TCP peer: behind a reverse proxy every browser shares the proxy's count.
+        client = request.client.host if request.client is not None else ""
+        now = self._clock()
+        wait = self._limiter.retry_after(client, now)
+        if wait is not None:
+            return _locked_out(next_path, wait)
         if not token:
             return login_page(401, next_path=next_path, message="Enter the API token.")
         if not self._session.token_matches(token):
+            self._limiter.record_failure(client, now)
             return login_page(403, next_path=next_path, message="Wrong token. Try again.")
+        self._limiter.record_success(client)
         # RedirectResponse percent-encodes what a Location may not hold (RFC 3986 §2.1).
         response = RedirectResponse(
             _relative(next_path), status_code=303, headers={"Cache-Control": "no-store"}

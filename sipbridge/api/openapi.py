@@ -452,6 +452,11 @@ def _fixed_operations() -> dict[str, dict[str, Json]]:
                     "303": {"description": "Logged in; `Set-Cookie` and `Location` (`next`)"},
                     "401": {"description": "No token: the form", "content": html},
                     "403": {"description": "Wrong token: the form", "content": html},
+                    "429": {
+                        "description": "Too many wrong tokens from this address: the form, "
+                        "`Retry-After` seconds",
+                        "content": html,
+                    },
                     **_errors((400, 413, 415)),
                 },
             },

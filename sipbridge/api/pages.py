@@ -12,13 +12,17 @@ pages and their files are behind the token like the API (a gateway's console is
 nothing to show the world): :class:`~sipbridge.api.auth.BearerAuthMiddleware`
 answers a browser without credentials with the login form of
 :mod:`sipbridge.api.login`, whose session cookie the pages' own requests then
-carry. Without a token the pages are public. A ``Content-Security-Policy``
+carry. Pages served behind the token keep their "Log out" form (``#logout-form``,
+a plain same-origin form ``POST logout``, so the CSRF check accepts it and the
+browser lands on the login form); without a token the pages are public and that
+form is cut out of them. A ``Content-Security-Policy``
 limits every page to this origin, so a stray external reference fails loudly in
 the browser instead of silently depending on the network.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Final
 
@@ -27,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sipbridge.api.errors import error_response
+from sipbridge.api.login import AUTHENTICATED_SCOPE_KEY
 
 __all__ = ["ASSET_PREFIX", "CONTENT_TYPES", "PAGE_FILES", "PageRoutes"]
 
@@ -68,6 +73,14 @@ _HEADERS: Final = {
 }
 
 
+# The pages' "Log out" form, with its indentation and line end: cut when there is no token.
+_LOGOUT_FORM: Final = re.compile(
+    rb'[ \t]*<form id="logout-form"[^>]*>.*?</form>[ \t]*\n?', re.DOTALL
+)
+#: The pages whose "Log out" form is shown only behind the token.
+_PAGES_WITH_LOGOUT: Final = ("console.html", "player.html")
+
+
 def _content_type(name: str) -> str:
     suffix = name[name.rfind(".") :]
     return CONTENT_TYPES[suffix]
@@ -79,6 +92,9 @@ class PageRoutes:
     def __init__(self, package: str = "sipbridge", directory: str = "web") -> None:
         root = resources.files(package).joinpath(directory)
         self._files = {name: root.joinpath(name).read_bytes() for name in PAGE_FILES}
+        self._public_pages = {
+            name: _LOGOUT_FORM.sub(b"", self._files[name]) for name in _PAGES_WITH_LOGOUT
+        }
 
     def routes(self) -> list[BaseRoute]:
         """The page routes (GET and HEAD; other methods 405)."""
@@ -91,13 +107,21 @@ class PageRoutes:
     def _file(self, name: str) -> Response:
         return Response(content=self._files[name], headers=_HEADERS, media_type=_content_type(name))
 
+    def _page(self, request: Request, name: str) -> Response:
+        # Only a request the token check let through has anything to log out of.
+        if request.scope.get(AUTHENTICATED_SCOPE_KEY):
+            return self._file(name)
+        return Response(
+            content=self._public_pages[name], headers=_HEADERS, media_type=_content_type(name)
+        )
+
     async def console(self, request: Request) -> Response:
         """``GET /``: the console (calls, streams, pushes, viewers, graphs)."""
-        return self._file("console.html")
+        return self._page(request, "console.html")
 
     async def player(self, request: Request) -> Response:
         """``GET /player?stream=NAME``: plays the stream by WHEP (the page reads ``stream``)."""
-        return self._file("player.html")
+        return self._page(request, "player.html")
 
     async def asset(self, request: Request) -> Response:
         """``GET /web/{name}``: one of :data:`PAGE_FILES`; anything else is 404."""

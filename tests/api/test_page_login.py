@@ -1,5 +1,6 @@
 """The pages behind the API token: 401 login form, 403 on wrong credentials, POST /login
-(cookie flags, safe redirects, body limits, login CSRF), POST /logout, no token -> public."""
+(cookie flags, safe redirects, body limits, login CSRF), POST /logout and the pages' "Log out"
+form, no token -> public (without that form)."""
 
 from __future__ import annotations
 
@@ -374,6 +375,105 @@ def test_page_cookie_post_with_foreign_origin_is_refused(client: TestClient) -> 
     assert client.post("/", headers={"Origin": "http://testserver"}).status_code == 405
 
 
+# ---- the "Log out" form ---------------------------------------------------------------------
+
+
+def logout_forms(html: str) -> list[dict[str, str | None]]:
+    """The attributes of every form posting to ``logout``, each with its submit button's."""
+    found: list[dict[str, str | None]] = []
+    inside: dict[str, str | None] | None = None
+    for tag, attrs in parse(html).tags:
+        if tag == "form":
+            inside = dict(attrs) if attrs.get("action") == "logout" else None
+            if inside is not None:
+                found.append(inside)
+        elif tag == "button" and inside is not None:
+            inside["button-type"] = attrs.get("type")
+            inside["button-id"] = attrs.get("id")
+    return found
+
+
+def without_logout_form(html: str) -> str:
+    return re.sub(r'[ \t]*<form id="logout-form"[^>]*>.*?</form>[ \t]*\n?', "", html, flags=re.S)
+
+
+@pytest.mark.parametrize(("path", "name"), PAGES.items())
+def test_pages_behind_the_token_have_a_logout_form(
+    client: TestClient, path: str, name: str
+) -> None:
+    log_in(client)
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.content == (WEB / name).read_bytes()
+    # A plain same-origin form POST (no script): the CSRF check accepts it; _top so the
+    # player inside the console's iframe logs the whole console out.
+    assert logout_forms(response.text) == [
+        {
+            "id": "logout-form",
+            "class": "logout-form",
+            "method": "post",
+            "action": "logout",
+            "target": "_top",
+            "button-type": "submit",
+            "button-id": "logout",
+        }
+    ]
+    assert "Log out" in response.text
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_by_bearer_have_the_logout_form_too(client: TestClient, path: str) -> None:
+    response = client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert len(logout_forms(response.text)) == 1
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_logout_form_posts_and_lands_on_the_login_form(client: TestClient, path: str) -> None:
+    log_in(client)
+    page = client.get(path)
+    action = logout_forms(page.text)[0]["action"]
+    assert action is not None
+    url = urljoin(str(page.url), action)
+    assert urlsplit(url).path == "/logout"
+    # What a browser sends for a form on this page: Sec-Fetch-Site and Origin of this host.
+    response = client.post(
+        url, headers={"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"}
+    )
+    assert [r.status_code for r in response.history] == [303]
+    assert str(response.url) == "http://testserver/"
+    assert_login_form(response, 401)
+    assert SESSION_COOKIE not in client.cookies
+
+
+# ---- login brute-force limit (unit tests of the limiter: test_login_ratelimit.py) -------------
+
+
+def test_login_is_locked_out_after_ten_wrong_tokens(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="sipbridge.api.ratelimit")
+    for _ in range(10):
+        response = client.post("/login", data={"token": "wrong"}, follow_redirects=False)
+        assert_login_form(response, 403)
+        assert "retry-after" not in response.headers
+    locked = client.post(
+        "/login", data={"token": TOKEN, "next": "/player?stream=s"}, follow_redirects=False
+    )
+    assert_login_form(locked, 429)
+    assert 1 <= int(locked.headers["retry-after"]) <= 300
+    assert "set-cookie" not in locked.headers
+    assert "Too many failed logins" in locked.text
+    assert hidden_next(locked.text) == "/player?stream=s"
+    assert SESSION_COOKIE not in client.cookies
+    # One WARNING, when the tenth failure locked the address; it names no token.
+    warnings = [r for r in caplog.records if r.name == "sipbridge.api.ratelimit"]
+    assert [r.levelname for r in warnings] == ["WARNING"]
+    assert "testclient" in warnings[0].getMessage()
+    assert "wrong" not in warnings[0].getMessage() and TOKEN not in warnings[0].getMessage()
+    # Only the form is limited: a Bearer client still gets the page.
+    assert client.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
 # ---- without a token -------------------------------------------------------------------------
 
 
@@ -382,7 +482,10 @@ def test_without_a_token_pages_are_public(gateway: FakeGateway, path: str, name:
     client = TestClient(create_app(gateway))
     response = client.get(path)
     assert response.status_code == 200
-    assert response.content == (WEB / name).read_bytes()
+    # The file, but for its "Log out" form: nothing to log out of.
+    assert logout_forms(response.text) == []
+    assert "logout" not in response.text
+    assert without_logout_form((WEB / name).read_text()) == response.text
     assert client.get(f"{ASSET_PREFIX}/api.js").status_code == 200
     assert client.get("/login").status_code == 404
     assert client.post("/logout").status_code == 404
