@@ -224,6 +224,9 @@ port_max = {rtp_max}
 level = "INFO"
 [service]
 gc_freeze = {gc_freeze}
+[rtmp]
+audio_sample_rate = {aac_rate}
+audio_bitrate = {aac_bitrate}
 """
 
 
@@ -244,6 +247,8 @@ class Rig:
         max_calls: int = 1000,
         gc_freeze: bool = True,
         keep_logs: Path | None = None,
+        aac_rate: int = 48000,
+        aac_bitrate: int = 128000,
     ) -> None:
         for binary in ("sipp", "nginx"):
             if shutil.which(binary) is None:
@@ -271,6 +276,8 @@ class Rig:
                 rtp_min=RTP_RANGE[0],
                 rtp_max=RTP_RANGE[1],
                 gc_freeze="true" if gc_freeze else "false",
+                aac_rate=aac_rate,
+                aac_bitrate=aac_bitrate,
             )
         )
         self.nginx = _Nginx(workdir / "nginx", peers_cpu)

@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             peers_cpu=None if not args.pin else 0,
             keep_logs=ROOT / "artifacts" / "bench" / "load-logs",
             gc_freeze=not args.no_gc_freeze,
+            aac_rate=args.aac_rate,
+            aac_bitrate=args.aac_bitrate,
         )
         video_fps = rig.pcap.video_frames / rig.pcap.seconds
         print(f"{machine_line()}\nclip: {video_fps:.2f} fps video, pcap {rig.pcap.seconds:.0f} s")
@@ -360,6 +362,12 @@ def _parser() -> argparse.ArgumentParser:
         "--pin", action="store_true", help="gateway alone on core 1, sipp and nginx on core 0"
     )
     parser.add_argument("--no-gc-freeze", action="store_true", help="[service] gc_freeze=false")
+    parser.add_argument(
+        "--aac-rate", type=int, default=48000, help="[rtmp] audio_sample_rate of the pushes"
+    )
+    parser.add_argument(
+        "--aac-bitrate", type=int, default=128000, help="[rtmp] audio_bitrate of the pushes"
+    )
     parser.add_argument("--profile", default="", help="steps N to profile with py-spy: 40,60")
     parser.add_argument("--profile-dir", default=str(ROOT / "artifacts/bench"))
     parser.add_argument("--out", default=str(ROOT / "artifacts/bench/load.json"))
