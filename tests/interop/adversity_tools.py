@@ -42,14 +42,13 @@ from typing import Any
 
 import httpx
 
-from tests.interop.gateway_process import TEST_SECRETS, GatewayProcess
+from tests.interop.gateway_process import GatewayProcess, running_gateway
 from tests.interop.media_tools import ClipSpec, make_clip, sender_argv, sprop_parameter_sets
 from tests.interop.peers import (
     LOCALHOST,
     ManagedProcess,
     PeerSet,
     Sipp,
-    free_port,
     require_binary,
 )
 from tests.interop.test_calls import startup_body
@@ -377,34 +376,13 @@ def place_av_call(
 # --------------------------------------------------------------------------- gateway
 
 
-@contextlib.contextmanager
 def fast_timers_gateway(
     workdir: Path, *, t1: float, rtp_ports: int = 10, extra_settings: str = ""
-) -> Iterator[GatewayProcess]:
+) -> contextlib.AbstractContextManager[GatewayProcess]:
     """:func:`~tests.interop.gateway_process.running_gateway` with SIP ``t1`` set, so
     Timer F (64 * T1, RFC 3261 §17.1.2.2) fits in a test; the same checks on the way
     out (exit 0 on SIGTERM, no traceback, no password in the log)."""
-    rtp = free_port("udp", span=rtp_ports)
-    process = GatewayProcess(
-        workdir,
-        http_port=free_port("tcp"),
-        sip_port=free_port("sip"),
-        rtp_range=(rtp, rtp + rtp_ports - 1),
-        extra_settings=extra_settings,
-    )
-    text = process.config_path.read_text()
-    assert "t1 = 0.5\n" in text, text
-    process.config_path.write_text(text.replace("t1 = 0.5\n", f"t1 = {t1}\n"))
-    process.start()
-    try:
-        yield process
-    finally:
-        code = process.stop()
-        log = process.log_text()
-        assert code == 0, f"gateway exit code {code}\n{log[-2000:]}"
-        assert "Traceback" not in log, log[-4000:]
-        leaked = [secret for secret in TEST_SECRETS if secret in log]
-        assert not leaked, f"gateway log contains secrets {leaked}: {process.log_path}"
+    return running_gateway(workdir, t1=t1, rtp_ports=rtp_ports, extra_settings=extra_settings)
 
 
 # --------------------------------------------------------------------------- checks

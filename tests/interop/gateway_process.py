@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class GatewayProcess:
         rtp_range: tuple[int, int],
         extra_settings: str = "",
         rtp_settings: str = "",
+        sip_settings: str = "",
+        t1: float = 0.5,
     ) -> None:
         self.workdir = workdir
         self.http_port = http_port
@@ -45,8 +47,7 @@ class GatewayProcess:
             f'host = "127.0.0.1"\nport = {http_port}\n'
             "[sip]\n"
             f'host = "127.0.0.1"\nport = {sip_port}\n'
-            "t1 = 0.5\ninvite_timeout = 30.0\n"
-            "[rtp]\n"
+            f"t1 = {t1}\ninvite_timeout = 30.0\n" + sip_settings + "[rtp]\n"
             f"port_min = {rtp_range[0]}\nport_max = {rtp_range[1]}\n" + rtp_settings + "[log]\n"
             'level = "DEBUG"\nsip_trace = true\n' + extra_settings
         )
@@ -151,13 +152,22 @@ TEST_SECRETS: tuple[str, ...] = (
 
 @contextlib.contextmanager
 def running_gateway(
-    workdir: Path, *, rtp_ports: int = 20, rtp_settings: str = "", extra_settings: str = ""
+    workdir: Path,
+    *,
+    rtp_ports: int = 20,
+    rtp_settings: str = "",
+    extra_settings: str = "",
+    sip_settings: str = "",
+    t1: float = 0.5,
+    log_check: Callable[[str], None] | None = None,
 ) -> Iterator[GatewayProcess]:
     """A started gateway on free ports of 127.0.0.1, stopped by PID afterwards.
 
     ``extra_settings`` is TOML appended to the settings file after ``[log]``
-    (whole tables, e.g. ``[webrtc]`` with ``ice_addresses = ["127.0.0.1"]``).
-    On the way out it must exit 0 on SIGTERM and must have logged no traceback.
+    (whole tables, e.g. ``[webrtc]`` with ``ice_addresses = ["127.0.0.1"]``);
+    ``sip_settings`` more ``[sip]`` keys (lines ending in a newline); ``t1`` the
+    SIP timer T1. On the way out it must exit 0 on SIGTERM and must have logged
+    no traceback and no test password; ``log_check(log)`` may assert more.
     """
     rtp = free_port("udp", span=rtp_ports)
     process = GatewayProcess(
@@ -166,6 +176,8 @@ def running_gateway(
         sip_port=free_port("sip"),
         rtp_range=(rtp, rtp + rtp_ports - 1),
         rtp_settings=rtp_settings,
+        sip_settings=sip_settings,
+        t1=t1,
         extra_settings=extra_settings,
     )
     process.start()
@@ -180,3 +192,5 @@ def running_gateway(
         # gateway must still never appear in it (issue 7: "no password in any log").
         leaked = [secret for secret in TEST_SECRETS if secret in log]
         assert not leaked, f"gateway log contains secrets {leaked}: {process.log_path}"
+        if log_check is not None:
+            log_check(log)

@@ -11,17 +11,16 @@ verification reason; with ``tls_verify = false`` it works again.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.interop.conftest import KAMAILIO_USERS
-from tests.interop.gateway_process import TEST_SECRETS, GatewayProcess
+from tests.interop.gateway_process import GatewayProcess, running_gateway
 from tests.interop.nginx import make_self_signed_cert
 from tests.interop.peers import Kamailio, PeerSet
-from tests.interop.peers.base import free_port
 
 pytestmark = pytest.mark.interop
 
@@ -53,29 +52,10 @@ def tls_kamailio(
         kam.stop()
 
 
-@contextmanager
-def tls_gateway(workdir: Path, sip_settings: str) -> Iterator[GatewayProcess]:
-    """``running_gateway`` with extra ``[sip]`` keys (its ``[sip]`` table is fixed)."""
+def tls_gateway(workdir: Path, sip_settings: str) -> AbstractContextManager[GatewayProcess]:
+    """``running_gateway`` with extra ``[sip]`` keys."""
     workdir.mkdir(parents=True, exist_ok=True)
-    rtp = free_port("udp", span=20)
-    process = GatewayProcess(
-        workdir,
-        http_port=free_port("tcp"),
-        sip_port=free_port("sip"),
-        rtp_range=(rtp, rtp + 19),
-    )
-    text = process.config_path.read_text()
-    process.config_path.write_text(text.replace("[sip]\n", "[sip]\n" + sip_settings, 1))
-    process.start()
-    try:
-        yield process
-    finally:
-        code = process.stop()
-        log = process.log_text()
-        assert code == 0, f"gateway exit code {code}\n{log[-2000:]}"
-        assert "Traceback" not in log, log[-4000:]
-        leaked = [secret for secret in TEST_SECRETS if secret in log]
-        assert not leaked, f"gateway log contains secrets {leaked}: {process.log_path}"
+    return running_gateway(workdir, sip_settings=sip_settings)
 
 
 def tls_body(call_id: str, kamailio: Kamailio, **overrides: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,8 @@ import pytest
 from sipbridge.metrics import SRTP_DROP_REASONS
 from tests.interop.baresip import Baresip, MediaSources
 from tests.interop.conftest import KAMAILIO_USERS
-from tests.interop.gateway_process import GatewayProcess
-from tests.interop.peers import Kamailio, PeerSet, free_port
+from tests.interop.gateway_process import GatewayProcess, running_gateway
+from tests.interop.peers import Kamailio, PeerSet
 from tests.interop.test_baresip_media import (
     VIDEO_BITRATE,
     VIDEO_FPS,
@@ -69,28 +68,14 @@ class SrtpBaresip(Baresip):
         return line + "\n"
 
 
-@contextlib.contextmanager
-def srtp_gateway(workdir: Path, mode: str) -> Iterator[GatewayProcess]:
+def _no_srtp_key(log: str) -> None:
+    assert not _INLINE_RE.search(log), "an SRTP key is in the gateway log"
+
+
+def srtp_gateway(workdir: Path, mode: str) -> contextlib.AbstractContextManager[GatewayProcess]:
     """The real gateway with ``[sip] srtp = mode``; exits 0, no traceback, no key logged."""
     workdir.mkdir(parents=True, exist_ok=True)
-    rtp = free_port("udp", span=20)
-    process = GatewayProcess(
-        workdir,
-        http_port=free_port("tcp"),
-        sip_port=free_port("sip"),
-        rtp_range=(rtp, rtp + 19),
-    )
-    text = process.config_path.read_text()
-    process.config_path.write_text(text.replace("[sip]\n", f'[sip]\nsrtp = "{mode}"\n', 1))
-    process.start()
-    try:
-        yield process
-    finally:
-        code = process.stop()
-        log = process.log_text()
-        assert code == 0, f"gateway exit code {code}\n{log[-2000:]}"
-        assert "Traceback" not in log, log[-4000:]
-        assert not _INLINE_RE.search(log), "an SRTP key is in the gateway log"
+    return running_gateway(workdir, sip_settings=f'srtp = "{mode}"\n', log_check=_no_srtp_key)
 
 
 def start_bob(
