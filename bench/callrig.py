@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from rtmp_push import _free_tcp_port, _Nginx  # noqa: E402
+from rtmp_push import _free_tcp_port, _Nginx, _pin  # noqa: E402
 from sipp_media import cached_media_pcap, write_scenario  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -458,16 +457,3 @@ def _free_udp_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _pin(cpu: int | None) -> Any:
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
-@contextlib.contextmanager
-def timed(label: str) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    print(f"  {label}: {time.monotonic() - start:.1f} s", flush=True)

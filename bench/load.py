@@ -51,7 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from callrig import (
     ROOT,
     Rig,
+    children_cpu_seconds,
     core_busy,
+    cpu_seconds_tree,
     lag_between,
     machine_line,
     proc_sample,
@@ -157,7 +159,7 @@ def run_step(
             "nginx": rig.nginx_stats(),
             "peers_core": None if not args.pin else core_busy(0),
             "gateway_core": None if not args.pin else core_busy(1),
-            "sipp_cpu": _cpu(rig.sipp_pid),
+            "sipp_cpu": cpu_seconds_tree(rig.sipp_pid),
             "nginx_cpu": _nginx_cpu(rig),
         }
 
@@ -323,15 +325,7 @@ def _hang_up(rig: Rig, ids: list[str]) -> None:
     time.sleep(3.0)  # sipp's BYE answers, the pushes' last frames, nginx's unpublish
 
 
-def _cpu(pid: int) -> float:
-    from callrig import cpu_seconds_tree
-
-    return cpu_seconds_tree(pid)
-
-
 def _nginx_cpu(rig: Rig) -> float:
-    from callrig import children_cpu_seconds
-
     process = rig.nginx.process
     return children_cpu_seconds(process.pid) if process is not None else 0.0
 
